@@ -1,0 +1,503 @@
+/* socket_trace.c: TCP connections and HTTP/1.x exchanges, seen at the syscall.
+ *
+ * Hooks (stable tracepoints only; this kernel has no kprobes and no fentry):
+ *   syscalls:sys_{enter,exit}_{accept,accept4,connect}   learn sockets per (tgid, fd)
+ *   syscalls:sys_{enter,exit}_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg}
+ *   syscalls:sys_enter_close                              emit the connection's flow
+ *   sock:inet_sock_set_state                              local/remote addresses
+ *
+ * Why this shape:
+ * - Every read() on the host enters here, so the entry probes do one map lookup
+ *   (is this fd a socket we track?) and leave; only tracked sockets pay more.
+ * - HTTP/1 is recognised from the first bytes and paired in the kernel: the
+ *   request prefix waits in `req_bufs` until the response's first write, then
+ *   one event carries both, with both timestamps taken at the syscall. User
+ *   space never pairs, so a dropped event never mispairs the next one.
+ * - Events are submitted with BPF_RB_NO_WAKEUP; the worker polls the ring
+ *   buffer on a timer. Waking user space per event halves nginx's throughput.
+ * - Totals (bytes, exchanges per connection, events lost) live in maps and
+ *   stay exact when the ring buffer is full.
+ *
+ * Caveats (best effort, counted rather than hidden):
+ * - Only the first iovec of readv/writev/recvmsg/sendmsg is inspected.
+ * - A request pending when the next one arrives (pipelining) is replaced and
+ *   counted in CNT_UNANSWERED; interim 1xx responses do not end an exchange.
+ * - Sockets opened before the worker started are seeded from /proc by user space.
+ * - Local address of an accepted socket comes from the handshake's state change
+ *   keyed by the peer; when the app passes no sockaddr to accept, user space
+ *   resolves it from /proc.
+ */
+#include <uapi/linux/ptrace.h>
+#include "common.h"
+
+#define SELF_TGID __SELF_TGID__           /* the worker never traces itself */
+#define MAX_REQ 512                       /* request prefix: line + most headers */
+#define MAX_RESP 256                      /* response prefix: status + length headers */
+#define MAX_CONNS 65536
+#define MAX_PENDING 16384                 /* connections with a request in flight */
+
+enum role { ROLE_UNKNOWN = 0, ROLE_SERVER = 1, ROLE_CLIENT = 2 };
+enum proto { PROTO_UNKNOWN = 0, PROTO_HTTP = 1, PROTO_OTHER = 2 };
+enum event_type { EV_HTTP = 1, EV_FLOW = 2 };
+enum io_kind { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2 };
+enum direction { DIR_IN = 0, DIR_OUT = 1 };
+
+enum counter {
+    CNT_HTTP_EXCHANGES = 0,   /* paired request/response, exact */
+    CNT_EVENTS_LOST = 1,      /* ring buffer full: exchange counted, record lost */
+    CNT_FLOWS = 2,
+    CNT_FLOWS_LOST = 3,
+    CNT_UNCLASSIFIED = 4,     /* connections whose first bytes were not HTTP */
+    CNT_UNANSWERED = 5,       /* request replaced before its response */
+    CNT_REQ_BUF_FULL = 6,     /* no room to stash a request prefix */
+    CNT_MAX = 7,
+};
+
+struct conn {
+    u64 opened_ns;
+    u64 bytes_sent;
+    u64 bytes_recv;
+    u64 req_ns;               /* when the pending request's first bytes moved */
+    u32 req_bytes;            /* bytes of the pending request so far */
+    u32 req_tid;
+    u32 requests;             /* completed exchanges */
+    u8 role;
+    u8 proto;
+    u8 pending;
+    u8 pad;
+    struct addr laddr;
+    struct addr raddr;
+};
+
+struct req_buf {
+    u32 len;
+    u8 data[MAX_REQ];
+};
+
+/* Arguments of a data syscall in flight, from entry to exit. */
+struct io_args {
+    u64 conn_key;
+    void *ptr;                /* buffer, iovec array or msghdr */
+    u8 kind;
+    u8 dir;
+};
+
+struct accept_args {
+    void *sockaddr;
+};
+
+struct connect_args {
+    u64 conn_key;
+};
+
+struct http_event {
+    u8 type;
+    u8 role;
+    u16 req_len;              /* bytes captured in req[] */
+    u16 resp_len;             /* bytes captured in resp[] */
+    u16 pad;
+    u32 pid;
+    u32 tid;
+    u32 fd;
+    u32 req_bytes;            /* whole request as moved through the syscalls */
+    u32 resp_bytes;           /* the response's first syscall */
+    u64 req_ns;
+    u64 resp_ns;
+    struct addr laddr;
+    struct addr raddr;
+    u8 req[MAX_REQ];
+    u8 resp[MAX_RESP];
+};
+
+struct flow_event {
+    u8 type;
+    u8 role;
+    u8 proto;
+    u8 pad;
+    u32 pid;
+    u32 fd;
+    u32 requests;
+    u64 opened_ns;
+    u64 closed_ns;
+    u64 bytes_sent;
+    u64 bytes_recv;
+    struct addr laddr;
+    struct addr raddr;
+};
+
+BPF_RINGBUF_OUTPUT(events, __RINGBUF_PAGES__);
+BPF_TABLE("lru_hash", u64, struct conn, conns, MAX_CONNS);
+BPF_TABLE("lru_hash", u64, struct req_buf, req_bufs, MAX_PENDING);
+BPF_HASH(io_inflight, u64, struct io_args, 16384);
+BPF_HASH(accept_inflight, u64, struct accept_args, 4096);
+BPF_HASH(connect_inflight, u64, struct connect_args, 4096);
+BPF_HASH(sk_connecting, u64, u64, 4096);           /* sock address -> conn key */
+BPF_TABLE("lru_hash", struct addr, struct addr, accepted_local, 4096); /* peer -> local */
+BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_PERCPU_ARRAY(scratch_req, struct req_buf, 1);  /* zeroed value for inserts */
+
+static __always_inline void count(u32 idx) {
+    u64 *v = counters.lookup(&idx);
+    if (v)
+        (*v)++;
+}
+
+static __always_inline u64 conn_key(u32 tgid, u32 fd) {
+    return ((u64)tgid << 32) | fd;
+}
+
+static __always_inline void read_sockaddr(struct addr *out, void *uaddr) {
+    struct user_sockaddr sa = {};
+    if (!uaddr || bpf_probe_read_user(&sa, sizeof(sa), uaddr) != 0)
+        return;
+    if (sa.family == AF_INET) {
+        out->family = AF_INET;
+        out->port = bpf_ntohs(sa.port_be);
+        __builtin_memcpy(out->ip, &sa.flowinfo_or_ipv4, 4);
+    } else if (sa.family == AF_INET6) {
+        out->family = AF_INET6;
+        out->port = bpf_ntohs(sa.port_be);
+        __builtin_memcpy(out->ip, sa.ipv6, 16);
+    }
+}
+
+/* ---- accept: the server side of a connection ---- */
+
+static __always_inline int accept_enter(void *sockaddr) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct accept_args a = {.sockaddr = sockaddr};
+    accept_inflight.update(&id, &a);
+    return 0;
+}
+
+static __always_inline int accept_exit(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct accept_args *a = accept_inflight.lookup(&id);
+    if (!a)
+        return 0;
+    void *sockaddr = a->sockaddr;
+    accept_inflight.delete(&id);
+    if (ret < 0)
+        return 0;
+    struct conn c = {};
+    c.opened_ns = bpf_ktime_get_ns();
+    c.role = ROLE_SERVER;
+    read_sockaddr(&c.raddr, sockaddr);
+    if (sockaddr && c.raddr.family == 0)
+        return 0;  /* AF_UNIX or another family: not TCP */
+    if (c.raddr.family) {
+        struct addr *local = accepted_local.lookup(&c.raddr);
+        if (local) {
+            c.laddr = *local;
+            accepted_local.delete(&c.raddr);
+        }
+    }
+    u64 key = conn_key(id >> 32, (u32)ret);
+    conns.update(&key, &c);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_accept4) { return accept_enter(args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept4) { return accept_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_accept) { return accept_enter(args->upeer_sockaddr); }
+TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
+
+/* ---- connect: the client side ---- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
+    u64 id = bpf_get_current_pid_tgid();
+    if ((id >> 32) == SELF_TGID)
+        return 0;
+    struct conn c = {};
+    read_sockaddr(&c.raddr, args->uservaddr);
+    if (c.raddr.family == 0)
+        return 0;  /* unix sockets and friends */
+    c.opened_ns = bpf_ktime_get_ns();
+    c.role = ROLE_CLIENT;
+    u64 key = conn_key(id >> 32, (u32)args->fd);
+    conns.update(&key, &c);
+    struct connect_args ca = {.conn_key = key};
+    connect_inflight.update(&id, &ca);
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
+    u64 id = bpf_get_current_pid_tgid();
+    connect_inflight.delete(&id);
+    return 0;
+}
+
+/* ---- TCP state changes: fill in addresses the syscalls do not show ---- */
+
+static __always_inline void tp_addr(struct addr *out, u16 family, u16 port, const u8 *v4, const u8 *v6) {
+    out->family = family;
+    out->port = port;
+    if (family == AF_INET)
+        __builtin_memcpy(out->ip, v4, 4);
+    else
+        __builtin_memcpy(out->ip, v6, 16);
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state) {
+    if (args->protocol != IPPROTO_TCP_NUM)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    if (args->oldstate == TCP_CLOSE && args->newstate == TCP_SYN_SENT) {
+        /* Runs in the connecting task, inside connect(): tie the socket to its fd. */
+        u64 id = bpf_get_current_pid_tgid();
+        struct connect_args *ca = connect_inflight.lookup(&id);
+        if (ca) {
+            u64 key = ca->conn_key;
+            sk_connecting.update(&sk, &key);
+        }
+        return 0;
+    }
+    if (args->newstate != TCP_ESTABLISHED)
+        return 0;
+    struct addr local = {}, remote = {};
+    tp_addr(&local, args->family, args->sport, args->saddr, args->saddr_v6);
+    tp_addr(&remote, args->family, args->dport, args->daddr, args->daddr_v6);
+    if (args->oldstate == TCP_SYN_RECV) {
+        /* Server side, often in softirq: accept() will look this up by peer. */
+        accepted_local.update(&remote, &local);
+        return 0;
+    }
+    if (args->oldstate == TCP_SYN_SENT) {
+        u64 *key = sk_connecting.lookup(&sk);
+        if (!key)
+            return 0;
+        struct conn *c = conns.lookup(key);
+        if (c) {
+            c->laddr = local;
+            c->raddr = remote;
+        }
+        sk_connecting.delete(&sk);
+    }
+    return 0;
+}
+
+/* ---- data: reads and writes on tracked sockets ---- */
+
+static __always_inline int io_enter(u32 fd, void *ptr, u8 kind, u8 dir) {
+    u64 id = bpf_get_current_pid_tgid();
+    u64 key = conn_key(id >> 32, fd);
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;  /* the common case: not a socket we track */
+    struct io_args io = {.conn_key = key, .ptr = ptr, .kind = kind, .dir = dir};
+    io_inflight.update(&id, &io);
+    return 0;
+}
+
+/* The first user buffer of the syscall: plain buffer, iovec[0] or msghdr's iovec[0]. */
+static __always_inline void *first_buffer(struct io_args *io, u64 *len) {
+    struct user_iovec iov = {};
+    void *vec = io->ptr;
+    if (io->kind == IO_BUF)
+        return io->ptr;
+    if (io->kind == IO_MSG) {
+        struct user_msghdr_head msg = {};
+        if (bpf_probe_read_user(&msg, sizeof(msg), io->ptr) != 0 || msg.iovlen == 0)
+            return 0;
+        vec = msg.iov;
+    }
+    if (bpf_probe_read_user(&iov, sizeof(iov), vec) != 0)
+        return 0;
+    if (iov.len < *len)
+        *len = iov.len;
+    return iov.base;
+}
+
+static __always_inline bool is_http_request(const u8 *h) {
+    switch (h[0]) {
+    case 'G': return h[1] == 'E' && h[2] == 'T' && h[3] == ' ';
+    case 'P': return (h[1] == 'O' && h[2] == 'S' && h[3] == 'T' && h[4] == ' ') ||
+                     (h[1] == 'U' && h[2] == 'T' && h[3] == ' ') ||
+                     (h[1] == 'A' && h[2] == 'T' && h[3] == 'C' && h[4] == 'H' && h[5] == ' ');
+    case 'H': return h[1] == 'E' && h[2] == 'A' && h[3] == 'D' && h[4] == ' ';
+    case 'D': return h[1] == 'E' && h[2] == 'L' && h[3] == 'E' && h[4] == 'T' && h[5] == 'E';
+    case 'O': return h[1] == 'P' && h[2] == 'T' && h[3] == 'I' && h[4] == 'O' && h[5] == 'N';
+    case 'C': return h[1] == 'O' && h[2] == 'N' && h[3] == 'N' && h[4] == 'E' && h[5] == 'C';
+    case 'T': return h[1] == 'R' && h[2] == 'A' && h[3] == 'C' && h[4] == 'E' && h[5] == ' ';
+    }
+    return false;
+}
+
+static __always_inline bool is_http_response(const u8 *h) {
+    return h[0] == 'H' && h[1] == 'T' && h[2] == 'T' && h[3] == 'P' && h[4] == '/' && h[5] == '1' &&
+           h[6] == '.';
+}
+
+static __always_inline void stash_request(u64 key, void *buf, u64 len) {
+    struct req_buf *rb = req_bufs.lookup(&key);
+    if (!rb) {
+        u32 zero = 0;
+        struct req_buf *empty = scratch_req.lookup(&zero);
+        if (!empty)
+            return;
+        req_bufs.update(&key, empty);
+        rb = req_bufs.lookup(&key);
+        if (!rb) {
+            count(CNT_REQ_BUF_FULL);
+            return;
+        }
+    }
+    u32 n = len < MAX_REQ ? len : MAX_REQ;
+    rb->len = n;
+    bpf_probe_read_user(rb->data, n, buf);
+}
+
+static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u64 len, u64 now) {
+    struct http_event *e = events.ringbuf_reserve(sizeof(struct http_event));
+    count(CNT_HTTP_EXCHANGES);
+    if (!e) {
+        count(CNT_EVENTS_LOST);
+        return;
+    }
+    e->type = EV_HTTP;
+    e->role = c->role;
+    e->pid = key >> 32;
+    e->tid = c->req_tid;
+    e->fd = (u32)key;
+    e->req_bytes = c->req_bytes;
+    e->resp_bytes = len;
+    e->req_ns = c->req_ns;
+    e->resp_ns = now;
+    e->laddr = c->laddr;
+    e->raddr = c->raddr;
+    e->req_len = 0;
+    struct req_buf *rb = req_bufs.lookup(&key);
+    if (rb) {
+        u32 n = rb->len < MAX_REQ ? rb->len : MAX_REQ;
+        e->req_len = n;
+        bpf_probe_read_kernel(e->req, sizeof(e->req), rb->data);
+    }
+    u32 m = len < MAX_RESP ? len : MAX_RESP;
+    e->resp_len = m;
+    bpf_probe_read_user(e->resp, m, buf);
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+static __always_inline int io_exit(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct io_args *io = io_inflight.lookup(&id);
+    if (!io)
+        return 0;
+    struct io_args a = *io;
+    io_inflight.delete(&id);
+    if (ret <= 0)
+        return 0;
+    struct conn *c = conns.lookup(&a.conn_key);
+    if (!c)
+        return 0;
+    if (a.dir == DIR_OUT)
+        c->bytes_sent += ret;
+    else
+        c->bytes_recv += ret;
+    if (c->proto == PROTO_OTHER)
+        return 0;
+
+    u64 len = ret;
+    void *buf = first_buffer(&a, &len);
+    u8 head[8] = {};
+    if (!buf || len < 8 || bpf_probe_read_user(head, sizeof(head), buf) != 0) {
+        if (c->pending && (a.dir == DIR_IN) == (c->role == ROLE_SERVER))
+            c->req_bytes += ret;
+        return 0;
+    }
+    bool request = is_http_request(head);
+    bool response = !request && is_http_response(head);
+    if (c->proto == PROTO_UNKNOWN) {
+        if (!request && !response) {
+            c->proto = PROTO_OTHER;
+            count(CNT_UNCLASSIFIED);
+            return 0;
+        }
+        c->proto = PROTO_HTTP;
+        if (c->role == ROLE_UNKNOWN)  /* seeded from /proc without a listener match */
+            c->role = (request == (a.dir == DIR_IN)) ? ROLE_SERVER : ROLE_CLIENT;
+    }
+    bool inbound_is_request = c->role == ROLE_SERVER;
+    bool request_direction = (a.dir == DIR_IN) == inbound_is_request;
+    u64 now = bpf_ktime_get_ns();
+
+    if (request && request_direction) {
+        if (c->pending)
+            count(CNT_UNANSWERED);
+        c->pending = 1;
+        c->req_ns = now;
+        c->req_bytes = ret;
+        c->req_tid = (u32)id;
+        stash_request(a.conn_key, buf, len);
+        return 0;
+    }
+    if (!c->pending)
+        return 0;
+    if (request_direction) {
+        c->req_bytes += ret;  /* body or the rest of the head */
+        return 0;
+    }
+    if (response) {
+        /* "HTTP/1.1 1xx": interim (100 Continue); the final response follows. */
+        u8 code = 0;
+        bpf_probe_read_user(&code, 1, buf + 9);
+        if (code == '1')
+            return 0;
+        emit_exchange(c, a.conn_key, buf, len, now);
+        c->pending = 0;
+        c->requests++;
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, args->buf, IO_BUF, DIR_IN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_read) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvfrom) { return io_enter(args->fd, args->ubuf, IO_BUF, DIR_IN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvfrom) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_readv) { return io_enter(args->fd, (void *)args->vec, IO_IOV, DIR_IN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_readv) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_recvmsg) { return io_enter(args->fd, args->msg, IO_MSG, DIR_IN); }
+TRACEPOINT_PROBE(syscalls, sys_exit_recvmsg) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_write) { return io_enter(args->fd, (void *)args->buf, IO_BUF, DIR_OUT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_write) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendto) { return io_enter(args->fd, args->buff, IO_BUF, DIR_OUT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendto) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_writev) { return io_enter(args->fd, (void *)args->vec, IO_IOV, DIR_OUT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_writev) { return io_exit(args->ret); }
+TRACEPOINT_PROBE(syscalls, sys_enter_sendmsg) { return io_enter(args->fd, args->msg, IO_MSG, DIR_OUT); }
+TRACEPOINT_PROBE(syscalls, sys_exit_sendmsg) { return io_exit(args->ret); }
+
+/* ---- close: the connection's totals leave as one flow event ---- */
+
+TRACEPOINT_PROBE(syscalls, sys_enter_close) {
+    u64 id = bpf_get_current_pid_tgid();
+    u64 key = conn_key(id >> 32, (u32)args->fd);
+    struct conn *c = conns.lookup(&key);
+    if (!c)
+        return 0;
+    req_bufs.delete(&key);
+    count(CNT_FLOWS);
+    struct flow_event *e = events.ringbuf_reserve(sizeof(struct flow_event));
+    if (e) {
+        e->type = EV_FLOW;
+        e->role = c->role;
+        e->proto = c->proto;
+        e->pad = 0;
+        e->pid = id >> 32;
+        e->fd = args->fd;
+        e->requests = c->requests;
+        e->opened_ns = c->opened_ns;
+        e->closed_ns = bpf_ktime_get_ns();
+        e->bytes_sent = c->bytes_sent;
+        e->bytes_recv = c->bytes_recv;
+        e->laddr = c->laddr;
+        e->raddr = c->raddr;
+        events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    } else {
+        count(CNT_FLOWS_LOST);
+    }
+    conns.delete(&key);
+    return 0;
+}

@@ -1,0 +1,116 @@
+"""What the ingester stores: services, their endpoints, per-minute rollups, edges and samples."""
+
+from django.db import models
+
+from obsweb.fleet.models import Host
+
+
+class Service(models.Model):
+    """A named service (DESIGN.md: Service identity) or an external peer seen only as `ip:port`."""
+
+    name = models.CharField(max_length=255, unique=True)
+    external = models.BooleanField(default=False)
+    protocol = models.CharField(max_length=32, blank=True)  # the protocol it serves, when it serves
+    hosts = models.ManyToManyField(Host, blank=True, related_name="services")
+    first_seen = models.DateTimeField(auto_now_add=True)
+    last_seen = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self):
+        return self.name
+
+
+class Endpoint(models.Model):
+    """An HTTP route (method + normalized route) or a protocol operation (+ collection/table/topic)."""
+
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="endpoints")
+    protocol = models.CharField(max_length=32)
+    method = models.CharField(max_length=32, blank=True)
+    route = models.CharField(max_length=255, blank=True)
+    operation = models.CharField(max_length=64, blank=True)
+    target = models.CharField(max_length=255, blank=True)  # collection, table or topic
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["service", "protocol", "method", "route", "operation", "target"],
+                name="endpoint_identity",
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.service} {self.method or self.operation} {self.route or self.target}"
+
+
+class Rollup(models.Model):
+    """Requests served by one endpoint in one minute with one status code.
+
+    `histogram` is a mergeable latency sketch (obsweb.telemetry.histogram), so percentiles
+    of any window come from summing buckets, not from averaging percentiles.
+    """
+
+    minute = models.DateTimeField()
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.CASCADE, related_name="rollups")
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="rollups")
+    status_code = models.IntegerField(default=0)  # 0 for protocols without one
+    count = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    request_bytes = models.BigIntegerField(default=0)
+    response_bytes = models.BigIntegerField(default=0)
+    duration_sum_ns = models.BigIntegerField(default=0)
+    histogram = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "endpoint", "status_code"], name="rollup_identity")
+        ]
+        indexes = [models.Index(fields=["service", "minute"])]
+
+
+class Edge(models.Model):
+    """Calls from one service to another in one minute, as seen from the caller's side."""
+
+    minute = models.DateTimeField()
+    source = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="edges_out")
+    target = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="edges_in")
+    protocol = models.CharField(max_length=32)
+    count = models.BigIntegerField(default=0)
+    errors = models.BigIntegerField(default=0)
+    bytes = models.BigIntegerField(default=0)
+    duration_sum_ns = models.BigIntegerField(default=0)
+    histogram = models.JSONField(default=dict)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["minute", "source", "target", "protocol"], name="edge_identity")
+        ]
+        indexes = [models.Index(fields=["minute"])]
+
+
+class RequestSample(models.Model):
+    """One request kept whole: every error, every slow one, and a few per endpoint per minute."""
+
+    ts = models.DateTimeField(db_index=True)
+    service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="samples")
+    endpoint = models.ForeignKey(Endpoint, on_delete=models.SET_NULL, null=True, related_name="samples")
+    host = models.CharField(max_length=255)
+    span_kind = models.CharField(max_length=16)
+    status_code = models.IntegerField(default=0)
+    error = models.BooleanField(default=False)
+    duration_ns = models.BigIntegerField()
+    trace_id = models.CharField(max_length=32, blank=True, db_index=True)
+    span_id = models.CharField(max_length=16, blank=True)
+    parent_span_id = models.CharField(max_length=16, blank=True)
+    attributes = models.JSONField(default=dict)  # the record as received (already redacted on the host)
+
+    class Meta:
+        indexes = [models.Index(fields=["service", "ts"])]
+
+
+class IngestedBatch(models.Model):
+    """Stream entries already written, so a replay after a crash changes nothing."""
+
+    stream_id = models.CharField(max_length=64, unique=True)
+    ingested_at = models.DateTimeField(auto_now_add=True, db_index=True)

@@ -1,0 +1,181 @@
+"""Loads bpf/socket_trace.c, drains its ring buffer and reads its exact counters.
+
+The ctypes layouts below mirror the C structs in bpf/socket_trace.c and bpf/common.h.
+"""
+
+import ctypes
+import ipaddress
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from probes.identity import TCP_ESTABLISHED, TCP_LISTEN, TcpSocket, all_pids, read_tcp_sockets, socket_inodes_of
+
+log = logging.getLogger(__name__)
+
+BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
+SOURCE = BPF_DIR / "socket_trace.c"
+RINGBUF_PAGES = 1024  # 4 MiB: ~4,800 exchanges between two 50 ms polls before loss
+MAX_REQ = 512  # as in socket_trace.c
+MAX_RESP = 256
+EV_HTTP, EV_FLOW = 1, 2
+ROLE_UNKNOWN, ROLE_SERVER, ROLE_CLIENT = 0, 1, 2
+PROTO_UNKNOWN, PROTO_HTTP, PROTO_OTHER = 0, 1, 2
+COUNTERS = (
+    "http_exchanges",
+    "events_lost",
+    "flows",
+    "flows_lost",
+    "unclassified_connections",
+    "unanswered_requests",
+    "request_buffer_full",
+)
+AF_INET, AF_INET6 = 2, 10
+
+
+class Addr(ctypes.Structure):
+    _fields_ = [("family", ctypes.c_uint16), ("port", ctypes.c_uint16), ("ip", ctypes.c_uint8 * 16)]
+
+
+class HttpEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("role", ctypes.c_uint8),
+        ("req_len", ctypes.c_uint16),
+        ("resp_len", ctypes.c_uint16),
+        ("pad", ctypes.c_uint16),
+        ("pid", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("req_bytes", ctypes.c_uint32),
+        ("resp_bytes", ctypes.c_uint32),
+        ("req_ns", ctypes.c_uint64),
+        ("resp_ns", ctypes.c_uint64),
+        ("laddr", Addr),
+        ("raddr", Addr),
+        ("req", ctypes.c_char * MAX_REQ),
+        ("resp", ctypes.c_char * MAX_RESP),
+    ]
+
+
+class FlowEvent(ctypes.Structure):
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("role", ctypes.c_uint8),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
+        ("pid", ctypes.c_uint32),
+        ("fd", ctypes.c_uint32),
+        ("requests", ctypes.c_uint32),
+        ("opened_ns", ctypes.c_uint64),
+        ("closed_ns", ctypes.c_uint64),
+        ("bytes_sent", ctypes.c_uint64),
+        ("bytes_recv", ctypes.c_uint64),
+        ("laddr", Addr),
+        ("raddr", Addr),
+    ]
+
+
+def format_addr(addr: Addr) -> tuple[str, int] | None:
+    """(ip, port) of a kernel address, or None when the kernel did not learn it."""
+
+    if addr.family == AF_INET:
+        return str(ipaddress.IPv4Address(bytes(addr.ip[:4]))), addr.port
+    if addr.family == AF_INET6:
+        ip = ipaddress.IPv6Address(bytes(addr.ip))
+        return str(ip.ipv4_mapped or ip), addr.port
+    return None
+
+
+def render_source(self_tgid: int, ringbuf_pages: int = RINGBUF_PAGES) -> str:
+    """The C that gets compiled, placeholders filled in (`python -m probes --print-bpf`)."""
+    return (
+        SOURCE.read_text()
+        .replace("__SELF_TGID__", str(self_tgid))
+        .replace("__RINGBUF_PAGES__", str(ringbuf_pages))
+    )
+
+
+class SocketTrace:
+    """The HTTP and TCP probe: one BPF program set, one ring buffer."""
+
+    def __init__(self, on_http: Callable[[HttpEvent], None], on_flow: Callable[[FlowEvent], None]):
+        self.on_http = on_http
+        self.on_flow = on_flow
+        self.bpf = None
+        self.malformed_events = 0
+
+    def attach(self) -> None:
+        from bcc import BPF  # Debian's python3-bpfcc, linked into the venv
+
+        # TRACEPOINT_PROBE functions attach themselves when the module loads.
+        self.bpf = BPF(text=render_source(os.getpid()), cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        self.bpf["events"].open_ring_buffer(self._on_event)
+        seeded = self.seed_existing_sockets()
+        log.info("socket_trace attached; %d existing connections seeded from /proc", seeded)
+
+    def detach(self) -> None:
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+    @property
+    def attached(self) -> bool:
+        return self.bpf is not None
+
+    def poll(self) -> None:
+        """Drain everything the kernel queued since the last poll (events were not woken)."""
+        if self.bpf is not None:
+            self.bpf.ring_buffer_consume()
+
+    def _on_event(self, _ctx, data, size) -> None:
+        kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8))[0]
+        if kind == EV_HTTP and size >= ctypes.sizeof(HttpEvent):
+            self.on_http(HttpEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(HttpEvent))))
+        elif kind == EV_FLOW and size >= ctypes.sizeof(FlowEvent):
+            self.on_flow(FlowEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(FlowEvent))))
+        else:
+            self.malformed_events += 1
+
+    def counters(self) -> dict[str, int]:
+        """Exact kernel-side totals since attach, summed over CPUs."""
+        if self.bpf is None:
+            return dict.fromkeys(COUNTERS, 0)
+        table = self.bpf["counters"]
+        return {name: sum(table[ctypes.c_int(i)]) for i, name in enumerate(COUNTERS)}
+
+    def seed_existing_sockets(self) -> int:
+        """Track connections that were open before we attached, so keep-alive clients count."""
+        sockets = read_tcp_sockets()
+        established = {s.inode: s for s in sockets if s.state == TCP_ESTABLISHED}
+        listen_ports = {s.local[1] for s in sockets if s.state == TCP_LISTEN}
+        conns = self.bpf["conns"]
+        me = os.getpid()
+        seeded = 0
+        for pid in all_pids():
+            if pid == me:
+                continue
+            for inode, fd in socket_inodes_of(pid).items():
+                sock = established.get(inode)
+                if sock is None:
+                    continue
+                conns[conns.Key((pid << 32) | fd)] = _seed_value(conns.Leaf(), sock, listen_ports)
+                seeded += 1
+        return seeded
+
+
+def _seed_value(leaf, sock: TcpSocket, listen_ports: set[int]):
+    leaf.role = ROLE_SERVER if sock.local[1] in listen_ports else ROLE_CLIENT
+    _fill_addr(leaf.laddr, *sock.local)
+    _fill_addr(leaf.raddr, *sock.remote)
+    return leaf
+
+
+def _fill_addr(addr, ip: str, port: int) -> None:
+
+    parsed = ipaddress.ip_address(ip)
+    addr.family = AF_INET if parsed.version == 4 else AF_INET6
+    addr.port = port
+    for i, b in enumerate(parsed.packed):
+        addr.ip[i] = b

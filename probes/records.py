@@ -1,0 +1,155 @@
+"""Kernel events to records (probes/schema.py), redacted before they leave the host.
+
+Nothing from the raw payload travels except the allowlisted header values, the redacted
+target and the normalized route: Authorization, Cookie and request bodies stay here.
+"""
+
+import hashlib
+import ipaddress
+import time
+from dataclasses import dataclass, field
+
+from probes import schema
+from probes.identity import ServiceNames, SocketTable
+from probes.programs.socket_trace import (
+    PROTO_HTTP,
+    ROLE_CLIENT,
+    ROLE_SERVER,
+    FlowEvent,
+    HttpEvent,
+    format_addr,
+)
+from probes.protocols import http1
+from probes.redact import redact_target, safe_text
+from probes.routes import normalize_route
+
+SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
+FLOW_PROTOCOLS = {PROTO_HTTP: schema.PROTO_HTTP}
+USER_AGENT_LIMIT = 256
+TRACEPARENT_VERSION = "00"
+
+
+def monotonic_to_epoch_offset_ns() -> int:
+    """bpf_ktime_get_ns() is CLOCK_MONOTONIC; add this to get ns since the epoch."""
+    return time.time_ns() - time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
+
+def parse_traceparent(value: str | None) -> tuple[str, str] | None:
+    """(trace_id, parent span id) from a W3C traceparent header, or None when malformed."""
+    if not value:
+        return None
+    parts = value.strip().split("-")
+    if len(parts) < 4 or parts[0] != TRACEPARENT_VERSION or len(parts[1]) != 32 or len(parts[2]) != 16:
+        return None
+    try:
+        int(parts[1], 16), int(parts[2], 16)
+    except ValueError:
+        return None
+    if parts[1] == "0" * 32 or parts[2] == "0" * 16:
+        return None
+    return parts[1], parts[2]
+
+
+def derived_id(*parts: object, size: int) -> str:
+    """A stable id from what identifies the exchange, so both ends' replays agree."""
+    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=size).hexdigest()
+
+
+@dataclass
+class RecordBuilder:
+    """Turns events into records. Counts what it could not use instead of raising."""
+
+    host: str
+    names: ServiceNames
+    sockets: SocketTable
+    clock_offset_ns: int = field(default_factory=monotonic_to_epoch_offset_ns)
+    skipped: int = 0
+    skip_reasons: dict[str, int] = field(default_factory=dict)
+
+    def _skip(self, reason: str) -> None:
+        self.skipped += 1
+        self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
+
+    def _local_ends(self, pid: int, laddr, raddr, role: int) -> dict | None:
+        local, remote = format_addr(laddr), format_addr(raddr)
+        if remote is None:
+            return None
+        local = local or ("", 0)
+        server, client = (local, remote) if role == ROLE_SERVER else (remote, local)
+        return {
+            schema.SERVICE: self.names.name_for(pid, serving=role == ROLE_SERVER),
+            schema.SPAN_KIND: SPAN_KINDS.get(role, schema.SPAN_CLIENT),
+            schema.SERVER_ADDRESS: server[0],
+            schema.SERVER_PORT: server[1],
+            schema.CLIENT_ADDRESS: client[0],
+            schema.CLIENT_PORT: client[1],
+            schema.PEER_SERVICE: self.peer_service(*remote) if role == ROLE_CLIENT else None,
+            schema.PID: pid,
+        }
+
+    def peer_service(self, ip: str, port: int) -> str | None:
+        """The service behind a local listening port, when the callee runs on this host."""
+        try:
+            if not (ipaddress.ip_address(ip).is_loopback or ip in self.sockets.local_ips):
+                return None
+        except ValueError:
+            return None
+        pid = self.sockets.owner_of_port(port)
+        return self.names.name_for(pid, serving=True) if pid is not None else None
+
+    def http(self, event: HttpEvent) -> dict | None:
+        request = http1.read_request_head(bytes(event.req[: event.req_len]))
+        response = http1.read_response_head(bytes(event.resp[: event.resp_len]))
+        if request is None or response is None:
+            self._skip("unparseable http head")
+            return None
+        ends = self._local_ends(event.pid, event.laddr, event.raddr, event.role)
+        if ends is None:
+            self._skip("unknown peer address")
+            return None
+        ts = event.req_ns + self.clock_offset_ns
+        trace = parse_traceparent(request.headers.get("traceparent"))
+        trace_id, parent = trace or (derived_id(self.host, event.pid, event.fd, event.req_ns, size=16), "")
+        length = response.headers.get("content-length", "")
+        response_bytes = response.header_bytes + int(length) if length.isdigit() else event.resp_bytes
+        status = response.status
+        return {
+            schema.KIND: schema.KIND_REQUEST,
+            schema.HOST: self.host,
+            schema.TS: ts,
+            **ends,
+            schema.PROTOCOL: schema.PROTO_HTTP,
+            schema.HTTP_METHOD: request.method,
+            schema.URL_PATH: redact_target(request.target),
+            schema.HTTP_ROUTE: normalize_route(request.target),
+            schema.HTTP_STATUS: status,
+            schema.ERROR: schema.is_error_status(status),
+            schema.DURATION_NS: max(0, event.resp_ns - event.req_ns),
+            schema.REQUEST_BYTES: event.req_bytes,
+            schema.RESPONSE_BYTES: response_bytes,
+            schema.USER_AGENT: safe_text(request.headers.get("user-agent", ""), USER_AGENT_LIMIT),
+            schema.TLS: False,
+            schema.TRACE_ID: trace_id,
+            schema.SPAN_ID: derived_id(trace_id, self.host, event.pid, event.fd, event.req_ns, size=8),
+            schema.PARENT_SPAN_ID: parent,
+            schema.TID: event.tid,
+        }
+
+    def flow(self, event: FlowEvent) -> dict | None:
+        ends = self._local_ends(event.pid, event.laddr, event.raddr, event.role)
+        if ends is None:
+            return None  # a socket we never learned the peer of (not TCP, or UDP connect)
+        if event.role == ROLE_SERVER and ends[schema.CLIENT_PORT] in self.sockets.own_ports:
+            return None  # Redis serving this worker: the worker never reports itself
+        return {
+            schema.KIND: schema.KIND_FLOW,
+            schema.HOST: self.host,
+            schema.TS: event.closed_ns + self.clock_offset_ns,
+            **ends,
+            schema.PROTOCOL: FLOW_PROTOCOLS.get(event.proto, "tcp"),
+            schema.FLOW_EVENT: "close",
+            schema.FLOW_BYTES_SENT: event.bytes_sent,
+            schema.FLOW_BYTES_RECEIVED: event.bytes_recv,
+            schema.FLOW_DURATION_NS: max(0, event.closed_ns - event.opened_ns),
+            schema.FLOW_REQUESTS: event.requests,
+        }

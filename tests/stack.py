@@ -1,0 +1,172 @@
+"""The whole obsweb stack as real processes on loopback, for end-to-end tests.
+
+Redis, a fresh SQLite database, the ingester, daphne and the probe worker, each a subprocess,
+plus helpers to start nginx and the test HTTP backend. Everything is stopped on exit.
+"""
+
+import contextlib
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from tests.helpers import REPO, free_port, redis_server, stop, wait_for_port
+
+PYTHON = sys.executable
+NGINX_CONF = """
+worker_processes 1;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 4; }}
+    server {{
+        listen 127.0.0.1:{port};
+        location /static/ {{ alias {tmp}/www/; }}
+        location / {{
+            proxy_pass http://backend;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
+
+
+@dataclass
+class Stack:
+    tmp: Path
+    redis_url: str
+    env: dict
+    web_port: int = 0
+    metrics_port: int = 0
+    health_port: int = 0
+    token: str = ""
+    host_name: str = "e2e-host"
+    procs: list = field(default_factory=list)
+
+    @property
+    def web(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def manage(self, *args: str) -> str:
+        result = subprocess.run(
+            [PYTHON, "manage.py", *args], cwd=REPO, env=self.env, capture_output=True, text=True, timeout=120
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"manage.py {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result.stdout
+
+    def spawn(self, name: str, args: list[str], env: dict | None = None) -> subprocess.Popen:
+        log = open(self.tmp / f"{name}.log", "wb")
+        proc = subprocess.Popen(args, cwd=REPO, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs.append(proc)
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.tmp / f"{name}.log").read_text(errors="replace")
+
+    def api(self, path: str, **params) -> dict:
+        response = requests.get(
+            f"{self.web}{path}", params=params, headers={"Authorization": f"Token {self.token}"}, timeout=10
+        )
+        response.raise_for_status()
+        return response.json()
+
+    def worker_health(self) -> dict:
+        return requests.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5).json()
+
+    def worker_metrics(self) -> str:
+        return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+
+    def start_worker(self) -> subprocess.Popen:
+        self.metrics_port, self.health_port = free_port(), free_port()
+        proc = self.spawn(
+            "worker",
+            [PYTHON, "-m", "probes", "--redis-url", self.redis_url, "--host-name", self.host_name,
+             "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)],
+        )
+        wait_for_port(self.health_port, timeout=60)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            probes = self.worker_health()["probes"]
+            if probes["http"]["actual"]:
+                return proc
+            if probes["http"]["error"]:
+                raise RuntimeError(f"worker could not attach: {probes['http']['error']}")
+            time.sleep(0.2)
+        raise TimeoutError("worker did not attach its BPF programs in 60 s:\n" + self.log("worker"))
+
+
+@contextlib.contextmanager
+def obsweb_stack(with_worker: bool = True):
+    with redis_server() as redis_url, tempfile.TemporaryDirectory(prefix="obsweb-e2e-") as tmp_name:
+        tmp = Path(tmp_name)
+        env = {
+            **os.environ,
+            "DATABASE_URL": f"sqlite:///{tmp / 'db.sqlite3'}",
+            "REDIS_URL": redis_url,
+            "SECRET_KEY": "e2e-secret-key-not-for-production",
+            "PYTHONUNBUFFERED": "1",
+        }
+        stack = Stack(tmp=tmp, redis_url=redis_url, env=env)
+        try:
+            stack.manage("migrate", "--noinput")
+            stack.manage(
+                "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('e2e', password='e2e-pass')"
+            )
+            stack.token = stack.manage("apitoken", "e2e").strip()
+            stack.web_port = free_port()
+            stack.spawn("ingest", [PYTHON, "manage.py", "ingest"])
+            stack.spawn("web", [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(stack.web_port),
+                                "obsweb.asgi:application"])
+            wait_for_port(stack.web_port, timeout=30)
+            if with_worker:
+                stack.start_worker()
+            yield stack
+        finally:
+            for proc in reversed(stack.procs):
+                stop(proc)
+
+
+@contextlib.contextmanager
+def http_backend(service_name: str, env: dict | None = None):
+    """tests/servers/http_backend.py under OTEL_SERVICE_NAME; yields its port."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [PYTHON, str(REPO / "tests" / "servers" / "http_backend.py"), str(port)],
+        env={**(env or os.environ), "OTEL_SERVICE_NAME": service_name},
+    )
+    try:
+        wait_for_port(port)
+        yield port
+    finally:
+        stop(proc)
+
+
+@contextlib.contextmanager
+def nginx_proxy(backend_port: int):
+    """nginx on a free loopback port proxying to the backend over keep-alive; yields its port."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="obsweb-nginx-") as tmp:
+        (Path(tmp) / "www").mkdir()
+        (Path(tmp) / "www" / "index.html").write_text("<h1>hello</h1>\n")
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, backend_port=backend_port))
+        proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp, "-g", "daemon off;"])
+        try:
+            wait_for_port(port)
+            yield port
+        finally:
+            stop(proc)
