@@ -88,7 +88,6 @@ class SocketTable:
     """Listening ports and which processes own them, rescanned lazily and rate-limited."""
 
     proc: Path = PROC
-    listen_ports_by_pid: dict[int, set[int]] = field(default_factory=dict)
     pid_by_port: dict[int, int] = field(default_factory=dict)
     local_ips: set[str] = field(default_factory=set)
     own_ports: set[int] = field(default_factory=set)  # the worker's own sockets (Redis)
@@ -102,26 +101,27 @@ class SocketTable:
         sockets = read_tcp_sockets(self.proc)
         listening = {s.inode: s.local[1] for s in sockets if s.state == TCP_LISTEN}
         local_port_of = {s.inode: s.local[1] for s in sockets}
-        by_pid: dict[int, set[int]] = {}
         by_port: dict[int, int] = {}
         for pid in all_pids(self.proc):
             for inode in socket_inodes_of(pid, self.proc):
                 port = listening.get(inode)
                 if port is not None:
-                    by_pid.setdefault(pid, set()).add(port)
                     by_port.setdefault(port, pid)  # inherited sockets: the first (parent) wins
         me = os.getpid()
         self.own_ports = {local_port_of[i] for i in socket_inodes_of(me, self.proc) if i in local_port_of}
         self.local_ips = {s.local[0] for s in sockets if s.local[0] not in ("0.0.0.0", "::")}
-        self.listen_ports_by_pid, self.pid_by_port = by_pid, by_port
+        self.pid_by_port = by_port
 
     def owner_of_port(self, port: int) -> int | None:
         if port not in self.pid_by_port:
             self.refresh()
         return self.pid_by_port.get(port)
 
-    def ports_of(self, pid: int) -> set[int]:
-        return self.listen_ports_by_pid.get(pid, set())
+    def listen_ports_of(self, pid: int) -> set[int]:
+        """Ports `pid` listens on, read now (names are resolved once per process and TTL, so a
+        stale table would misname every process that started listening since it was read)."""
+        listening = {s.inode: s.local[1] for s in read_tcp_sockets(self.proc) if s.state == TCP_LISTEN}
+        return {listening[i] for i in socket_inodes_of(pid, self.proc) if i in listening}
 
 
 def _read(path: Path, limit: int = 1 << 16) -> bytes:
@@ -163,32 +163,25 @@ class ServiceNames:
     def __init__(self, sockets: SocketTable, proc: Path = PROC):
         self.sockets = sockets
         self.proc = proc
-        self._cache: dict[int, tuple[float, str, bool]] = {}  # pid -> (at, name, had_listen_port)
+        self._cache: dict[int, tuple[float, str]] = {}  # pid -> (resolved at, name)
 
-    def name_for(self, pid: int, serving: bool = False) -> str:
-        """The service name of `pid`. `serving` says it just answered a request, so a name
-        computed before it listened (bare comm) is recomputed to include its port."""
+    def name_for(self, pid: int) -> str:
         cached = self._cache.get(pid)
         now = time.monotonic()
-        if cached and now - cached[0] < NAME_TTL_S and (cached[2] or not serving):
+        if cached and now - cached[0] < NAME_TTL_S:
             return cached[1]
-        name, by_port = self._resolve(pid, serving)
-        self._cache[pid] = (now, name, by_port or not serving)
+        name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
+        if not name:
+            comm = comm_of(pid, self.proc) or f"pid-{pid}"
+            ports = self.sockets.listen_ports_of(pid)
+            name = f"{comm}:{min(ports)}" if ports else comm
         if len(self._cache) > 50_000:  # pids churn; never grow without bound
             self._cache.clear()
+        self._cache[pid] = (now, name)
         return name
 
-    def _resolve(self, pid: int, serving: bool) -> tuple[str, bool]:
-        name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
-        if name:
-            return name, True
-        comm = comm_of(pid, self.proc) or f"pid-{pid}"
-        if serving:
-            self.sockets.refresh()
-        ports = self.sockets.ports_of(pid)
-        if ports:
-            return f"{comm}:{min(ports)}", True
-        return comm, False
-
-    def forget(self, pid: int) -> None:
-        self._cache.pop(pid, None)
+    def learn_server_port(self, pid: int, port: int) -> None:
+        """A server-side exchange proves `pid` listens on `port`: callees resolve without a rescan."""
+        if self.sockets.pid_by_port.get(port) != pid:
+            self.sockets.pid_by_port[port] = pid
+            self._cache.pop(pid, None)

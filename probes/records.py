@@ -76,8 +76,10 @@ class RecordBuilder:
             return None
         local = local or ("", 0)
         server, client = (local, remote) if role == ROLE_SERVER else (remote, local)
+        if role == ROLE_SERVER and server[1]:
+            self.names.learn_server_port(pid, server[1])
         return {
-            schema.SERVICE: self.names.name_for(pid, serving=role == ROLE_SERVER),
+            schema.SERVICE: self.names.name_for(pid),
             schema.SPAN_KIND: SPAN_KINDS.get(role, schema.SPAN_CLIENT),
             schema.SERVER_ADDRESS: server[0],
             schema.SERVER_PORT: server[1],
@@ -95,7 +97,7 @@ class RecordBuilder:
         except ValueError:
             return None
         pid = self.sockets.owner_of_port(port)
-        return self.names.name_for(pid, serving=True) if pid is not None else None
+        return self.names.name_for(pid) if pid is not None else None
 
     def http(self, event: HttpEvent) -> dict | None:
         request = http1.read_request_head(bytes(event.req[: event.req_len]))

@@ -160,6 +160,7 @@ def nginx_proxy(backend_port: int):
     """nginx on a free loopback port proxying to the backend over keep-alive; yields its port."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="obsweb-nginx-") as tmp:
+        os.chmod(tmp, 0o755)  # nginx workers run as nobody and must reach the static file
         (Path(tmp) / "www").mkdir()
         (Path(tmp) / "www" / "index.html").write_text("<h1>hello</h1>\n")
         conf = Path(tmp) / "nginx.conf"
