@@ -1,0 +1,19 @@
+"""Names the dashboard shares between views, consumers, the broadcaster and the templates."""
+
+# Channel-layer group every open overview page joins; live.broadcast_overview sends to it.
+OVERVIEW_GROUP = "overview"
+OVERVIEW_SOCKET_PATH = "/ws/overview/"
+
+# What "live" shows: the server-rendered table and every broadcast cover the same window.
+LIVE_WINDOW = "-5m"
+LIVE_WINDOW_LABEL = "last 5 minutes"
+
+# The time picker: (value of ?since=, label). The empty value is live and drops ?since= from the URL.
+WINDOW_CHOICES = [
+    ("", "Live"),
+    ("-15m", "Last 15 minutes"),
+    ("-1h", "Last hour"),
+    ("-6h", "Last 6 hours"),
+    ("-24h", "Last 24 hours"),
+    ("-7d", "Last 7 days"),
+]

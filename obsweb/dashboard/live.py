@@ -1,0 +1,26 @@
+"""Fan-out of fresh numbers to open dashboard pages, called by the ingester after each commit."""
+
+import time
+
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+
+from obsweb.dashboard.constants import LIVE_WINDOW, OVERVIEW_GROUP
+from obsweb.telemetry import queries
+
+
+def broadcast_overview(latest_ts_ns: int) -> None:
+    """Send the services table for the live window to every open overview page.
+
+    One group_send per call (each costs ~1-2 ms on Redis), so the caller must rate-limit:
+    the ingester calls this at most once per second. `latest_ts_ns` is the newest record
+    timestamp in the commit, so pages can show how far behind the kernel they are.
+    """
+    since, until = queries.parse_window(LIVE_WINDOW, None)
+    message = {
+        "type": "overview.update",
+        "services": queries.service_summaries(since, until),
+        "latest_ts_ns": latest_ts_ns,
+        "sent_at_ns": time.time_ns(),
+    }
+    async_to_sync(get_channel_layer().group_send)(OVERVIEW_GROUP, message)

@@ -1,0 +1,9 @@
+from django.urls import path
+
+from obsweb.dashboard import views
+
+app_name = "dashboard"
+urlpatterns = [
+    path("", views.overview, name="overview"),
+    path("map/", views.service_map, name="map"),
+]

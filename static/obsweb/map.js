@@ -1,0 +1,126 @@
+// Service map drawn by plotly from the server-side layout in the #service-map-data island
+// (obsweb/dashboard/layout.py decides every position; this file only draws).
+// Plotly renders text as HTML: every captured string goes through escapeHtml first.
+(function () {
+  "use strict";
+
+  var data = JSON.parse(document.getElementById("service-map-data").textContent);
+  var container = document.getElementById("service-map");
+  var DASH = "\u2013";
+  var TEXT = "#1f2328";
+  var MUTED = "#57606a";
+  var EDGE = "#8c959f";
+  var HALO = "rgba(255, 255, 255, 0.85)";
+
+  function escapeHtml(value) {
+    return String(value)
+      .replace(/&/g, "&amp;")
+      .replace(/</g, "&lt;")
+      .replace(/>/g, "&gt;")
+      .replace(/"/g, "&quot;")
+      .replace(/'/g, "&#39;");
+  }
+  function fixed(v, digits) { return v == null ? DASH : v.toFixed(digits); }
+  function count(n) { return n.toLocaleString("en-US"); }
+
+  var sizeOf = {};
+  data.nodes.forEach(function (n) { sizeOf[n.name] = n.size; });
+
+  function nodeHover(n) {
+    var lines = ["<b>" + escapeHtml(n.name) + "</b>" + (n.external ? " (external)" : "")];
+    if (n.protocol) lines.push("protocol: " + escapeHtml(n.protocol));
+    lines.push("requests: " + count(n.requests) + " (" + fixed(n.rps, 2) + "/s)");
+    lines.push("errors: " + (n.error_rate == null ? DASH : fixed(n.error_rate * 100, 2) + " %"));
+    if (n.p99_ms != null) lines.push("p99: " + fixed(n.p99_ms, 1) + " ms");
+    return lines.join("<br>");
+  }
+
+  function arrowHover(a) {
+    var lines = ["<b>" + escapeHtml(a.source) + " \u2192 " + escapeHtml(a.target) + "</b>"];
+    a.calls.forEach(function (c) {
+      lines.push(escapeHtml(c.protocol) + ": " + count(c.requests) + " requests, " + count(c.errors) +
+        " errors, p99 " + fixed(c.p99_ms, 1) + " ms");
+    });
+    return lines.join("<br>");
+  }
+
+  // Node names and edge labels are annotations: they get a white halo, so a line passing
+  // underneath never makes them unreadable.
+  var LABEL_PLACEMENT = {
+    top: { xanchor: "center", yanchor: "bottom", dx: 0, dy: 1 },
+    bottom: { xanchor: "center", yanchor: "top", dx: 0, dy: -1 },
+    left: { xanchor: "right", yanchor: "middle", dx: -1, dy: 0 },
+    right: { xanchor: "left", yanchor: "middle", dx: 1, dy: 0 },
+  };
+  function nodeLabel(n) {
+    var place = LABEL_PLACEMENT[n.label_side];
+    var gap = n.size / 2 + 3;
+    return {
+      x: n.x, y: n.y, xref: "x", yref: "y", showarrow: false,
+      text: escapeHtml(n.name),
+      font: { size: 13, color: TEXT },
+      bgcolor: HALO, borderpad: 1,
+      xanchor: place.xanchor, yanchor: place.yanchor,
+      xshift: place.dx * gap, yshift: place.dy * gap,
+    };
+  }
+  function arrowLine(a) {
+    return {
+      x: a.x1, y: a.y1, ax: a.x0, ay: a.y0,
+      xref: "x", yref: "y", axref: "x", ayref: "y",
+      text: "", showarrow: true,
+      arrowhead: 2, arrowsize: 1.1, arrowwidth: 1.5, arrowcolor: EDGE,
+      standoff: sizeOf[a.target] / 2 + 2, startstandoff: sizeOf[a.source] / 2 + 1,
+    };
+  }
+  function arrowLabel(a) {
+    return {
+      x: a.label_x, y: a.label_y, xref: "x", yref: "y", showarrow: false,
+      text: a.calls.map(function (c) { return escapeHtml(c.label); }).join("<br>"),
+      font: { size: 11, color: MUTED },
+      bgcolor: HALO, borderpad: 1,
+      hovertext: arrowHover(a),
+    };
+  }
+
+  var nodeTrace = {
+    type: "scatter",
+    mode: "markers",
+    x: data.nodes.map(function (n) { return n.x; }),
+    y: data.nodes.map(function (n) { return n.y; }),
+    hovertext: data.nodes.map(nodeHover),
+    hoverinfo: "text",
+    marker: {
+      size: data.nodes.map(function (n) { return n.size; }),
+      color: data.nodes.map(function (n) { return n.colour; }),
+      symbol: data.nodes.map(function (n) { return n.external ? "diamond" : "circle"; }),
+      line: { width: 2, color: "#ffffff" },
+      opacity: 1,
+    },
+    cliponaxis: false,
+  };
+
+  var xs = data.nodes.map(function (n) { return n.x; });
+  var ys = data.nodes.map(function (n) { return n.y; });
+  var pad = 0.5;
+  var axis = { visible: false, fixedrange: true, zeroline: false, showgrid: false };
+  var layout = {
+    showlegend: false,
+    hovermode: "closest",
+    dragmode: false,
+    margin: { l: 10, r: 10, t: 10, b: 10 },
+    paper_bgcolor: "#ffffff",
+    plot_bgcolor: "#ffffff",
+    xaxis: Object.assign({ range: [Math.min.apply(null, xs) - pad, Math.max.apply(null, xs) + pad] }, axis),
+    yaxis: Object.assign({
+      range: [Math.min.apply(null, ys) - pad, Math.max.apply(null, ys) + pad],
+      scaleanchor: "x",
+    }, axis),
+    annotations: data.edges.map(arrowLine)
+      .concat(data.edges.map(arrowLabel))
+      .concat(data.nodes.map(nodeLabel)),
+    hoverlabel: { bgcolor: "#ffffff", bordercolor: "#d0d7de", font: { color: TEXT } },
+  };
+
+  window.Plotly.newPlot(container, [nodeTrace], layout, { displayModeBar: false, responsive: true });
+})();

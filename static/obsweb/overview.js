@@ -1,0 +1,124 @@
+// Live services table: listens on the overview websocket while the picker says "live".
+// Data from traffic is untrusted: rows are built with textContent only, never innerHTML.
+(function () {
+  "use strict";
+
+  var MIN_APPLY_INTERVAL_MS = 1000; // DESIGN.md: at most one update per second per view
+  var FIRST_BACKOFF_MS = 1000;
+  var MAX_BACKOFF_MS = 30000;
+  var CLOSE_UNAUTHENTICATED = 4401; // obsweb/dashboard/consumers.py
+  var BAD_ERROR_RATE = 0.05; // obsweb/dashboard/templatetags/dashboard.py
+  var DASH = "\u2013";
+
+  var config = JSON.parse(document.getElementById("overview-config").textContent);
+  if (!config.live) return;
+
+  var table = document.getElementById("services");
+  var tbody = table.querySelector("tbody");
+  var empty = document.getElementById("services-empty");
+  var status = document.getElementById("live-status");
+  var updated = document.getElementById("live-updated");
+
+  var pending = null; // newest message not yet on screen
+  var lastAppliedAt = 0;
+  var applyTimer = null;
+  var backoffMs = FIRST_BACKOFF_MS;
+
+  // Number formats mirror obsweb/dashboard/formats.py, so live rows read like server-rendered ones.
+  function rate(v) { return v == null ? DASH : v.toFixed(2); }
+  function ms(v) {
+    if (v == null) return DASH;
+    if (v < 1) return v.toFixed(2);
+    if (v < 100) return v.toFixed(1);
+    return v.toFixed(0);
+  }
+  function percent(f) { return f == null ? DASH : (f * 100).toFixed(2); }
+  function count(n) { return n == null ? DASH : n.toLocaleString("en-US"); }
+  function errorLevel(f) { return !f ? "" : f >= BAD_ERROR_RATE ? "bad" : "warn"; }
+
+  function cell(text, className) {
+    var td = document.createElement("td");
+    td.textContent = text;
+    if (className) td.className = className;
+    return td;
+  }
+
+  function row(s) {
+    var tr = document.createElement("tr");
+    var name = cell("", "name");
+    var svc = document.createElement("span");
+    svc.className = "svc";
+    svc.textContent = s.name;
+    name.appendChild(svc);
+    if (s.protocol) {
+      var tag = document.createElement("span");
+      tag.className = "tag";
+      tag.textContent = s.protocol;
+      name.appendChild(document.createTextNode(" "));
+      name.appendChild(tag);
+    }
+    tr.appendChild(name);
+    tr.appendChild(cell((s.hosts || []).join(", "), "hosts"));
+    tr.appendChild(cell(rate(s.rps), "num"));
+    tr.appendChild(cell(percent(s.error_rate), ("num " + errorLevel(s.error_rate)).trim()));
+    tr.appendChild(cell(ms(s.p50_ms), "num"));
+    tr.appendChild(cell(ms(s.p99_ms), "num"));
+    tr.appendChild(cell(count(s.requests), "num"));
+    return tr;
+  }
+
+  function render(message) {
+    var services = message.services || [];
+    tbody.replaceChildren.apply(tbody, services.map(row));
+    table.hidden = services.length === 0;
+    empty.hidden = services.length !== 0;
+    var at = new Date(message.sent_at_ns / 1e6);
+    updated.textContent = " · updated " + at.toLocaleTimeString([], { hour12: false });
+  }
+
+  // Apply the newest message, at most once a second and only while the tab is visible;
+  // a hidden tab keeps just the latest message and shows it when it comes back.
+  function scheduleApply() {
+    if (pending === null || applyTimer !== null || document.hidden) return;
+    var waitMs = Math.max(0, lastAppliedAt + MIN_APPLY_INTERVAL_MS - Date.now());
+    applyTimer = window.setTimeout(function () {
+      applyTimer = null;
+      if (pending === null || document.hidden) return;
+      render(pending);
+      pending = null;
+      lastAppliedAt = Date.now();
+    }, waitMs);
+  }
+  document.addEventListener("visibilitychange", scheduleApply);
+
+  function setStatus(state, text) {
+    status.className = "live-status " + state;
+    status.textContent = text;
+  }
+
+  function connect() {
+    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
+    var socket = new WebSocket(scheme + window.location.host + config.socket_path);
+    socket.addEventListener("open", function () {
+      backoffMs = FIRST_BACKOFF_MS;
+      setStatus("live", "live");
+    });
+    socket.addEventListener("message", function (event) {
+      var message = JSON.parse(event.data);
+      if (message.type !== "services") return;
+      pending = message;
+      scheduleApply();
+    });
+    socket.addEventListener("close", function (event) {
+      if (event.code === CLOSE_UNAUTHENTICATED) {
+        setStatus("off", "signed out, reload to log in");
+        return;
+      }
+      setStatus("reconnecting", "reconnecting");
+      // Jitter spreads reconnects after a web restart across all open pages.
+      window.setTimeout(connect, backoffMs * (0.75 + Math.random() / 2));
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+    });
+  }
+  connect();
+})();

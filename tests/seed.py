@@ -1,0 +1,73 @@
+"""Telemetry rows for dashboard tests, shaped the way the ingester writes them.
+
+Also used from `manage.py shell -c` in the browser test, so it must not depend on pytest.
+"""
+
+from datetime import timedelta
+
+from django.utils import timezone
+
+from obsweb.fleet.models import Host
+from obsweb.telemetry import histogram
+from obsweb.telemetry.models import Edge, Endpoint, Rollup, Service
+
+
+def current_minute(minutes_ago: int = 0):
+    return timezone.now().replace(second=0, microsecond=0) - timedelta(minutes=minutes_ago)
+
+
+def seed_service(
+    name: str,
+    *,
+    host: str = "web-1",
+    protocol: str = "http",
+    requests: int = 100,
+    errors: int = 0,
+    latency_ms: float = 12.0,
+    minutes_ago: int = 0,
+) -> Service:
+    """`requests` calls to GET / of `name` in one minute, `errors` of them answered 500."""
+    service, _ = Service.objects.get_or_create(name=name, defaults={"protocol": protocol})
+    service.hosts.add(Host.objects.get_or_create(name=host)[0])
+    endpoint, _ = Endpoint.objects.get_or_create(service=service, protocol=protocol, method="GET", route="/")
+    for status_code, n, failed in ((200, requests - errors, 0), (500, errors, errors)):
+        if n:
+            Rollup.objects.create(
+                minute=current_minute(minutes_ago),
+                endpoint=endpoint,
+                service=service,
+                status_code=status_code,
+                count=n,
+                errors=failed,
+                duration_sum_ns=int(n * latency_ms * 1e6),
+                histogram=histogram.add({}, latency_ms * 1e6, n),
+            )
+    return service
+
+
+def seed_edge(
+    source: str,
+    target: str,
+    *,
+    protocol: str = "http",
+    requests: int = 50,
+    errors: int = 0,
+    latency_ms: float = 5.0,
+    external: bool = False,
+) -> Edge:
+    """`requests` calls from `source` to `target` in the current minute."""
+    caller = Service.objects.get_or_create(name=source)[0]
+    callee = Service.objects.get_or_create(
+        name=target, defaults={"external": external, "protocol": protocol}
+    )[0]
+    return Edge.objects.create(
+        minute=current_minute(),
+        source=caller,
+        target=callee,
+        protocol=protocol,
+        count=requests,
+        errors=errors,
+        bytes=requests * 512,
+        duration_sum_ns=int(requests * latency_ms * 1e6),
+        histogram=histogram.add({}, latency_ms * 1e6, requests),
+    )

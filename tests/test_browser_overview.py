@@ -1,0 +1,164 @@
+"""The overview and the map in a real browser against a real daphne, Redis and database."""
+
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import expect, sync_playwright
+
+from tests import helpers
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+SHOTS = Path("/tmp/obsweb-shots")
+HOSTILE = "<img src=x onerror=window.__xss=1>"
+LIVE_DEADLINE_MS = 5000
+
+
+@dataclass
+class Web:
+    url: str
+    env: dict
+
+    def manage(self, *args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=helpers.REPO,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+        return done.stdout
+
+    def shell(self, code: str) -> str:
+        return self.manage("shell", "-c", code)
+
+
+@pytest.fixture
+def web(tmp_path, redis_url):
+    """Migrated SQLite file, a viewer, seeded traffic, and daphne serving it on a free port."""
+    env = os.environ | {
+        "DJANGO_SETTINGS_MODULE": "obsweb.settings",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'obsweb.sqlite3'}",
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "browser-test-only",
+        "DEBUG": "False",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+    }
+    port = helpers.free_port()
+    web = Web(url=f"http://127.0.0.1:{port}", env=env)
+    web.manage("migrate", "--noinput", "-v", "0")
+    web.shell(
+        "from django.contrib.auth.models import User\n"
+        "from tests.seed import seed_edge, seed_service\n"
+        "User.objects.create_user('viewer', password='viewer-pass')\n"
+        "seed_service('checkout', host='web-1', requests=600, errors=9, latency_ms=42)\n"
+        "seed_service('payments', host='web-2', requests=240, errors=30, latency_ms=120)\n"
+        "seed_service('redis:6379', host='web-2', protocol='redis', requests=900, latency_ms=0.3)\n"
+        f"seed_service({HOSTILE!r}, host='web-1', requests=20)\n"
+        "seed_edge('checkout', 'payments', requests=240, errors=30, latency_ms=120)\n"
+        "seed_edge('checkout', 'redis:6379', protocol='redis', requests=900, latency_ms=0.3)\n"
+        "seed_edge('payments', 'checkout', requests=12, latency_ms=30)\n"
+        f"seed_edge({HOSTILE!r}, 'checkout', requests=20)\n"
+        "seed_edge('payments', '93.184.216.34:443', requests=60, errors=1, latency_ms=310, external=True)\n"
+    )
+    log = (tmp_path / "daphne.log").open("w")
+    daphne = subprocess.Popen(
+        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "obsweb.asgi:application"],
+        cwd=helpers.REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        helpers.wait_for_port(port, timeout=30)
+        yield web
+    finally:
+        helpers.stop(daphne)
+        log.close()
+
+
+@pytest.fixture
+def page():
+    SHOTS.mkdir(exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 800})
+        finally:
+            browser.close()
+
+
+def log_in(page, web):
+    page.goto(web.url + "/")
+    expect(page).to_have_url(web.url + "/accounts/login/?next=/")
+    page.fill("#id_username", "viewer")
+    page.fill("#id_password", "viewer-pass")
+    page.click("button[type=submit]")
+    expect(page).to_have_url(web.url + "/")
+
+
+def move_mouse_onto(page, locator):
+    """Plotly's drag layer sits above the points, so hover by position, not by element."""
+    box = locator.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+
+
+def test_overview_updates_live_without_running_captured_html(web, page):
+    log_in(page, web)
+    table = page.locator("#services")
+    expect(table).to_contain_text("checkout")
+    expect(table).to_contain_text(HOSTILE)  # shown as text, not parsed as a tag
+    expect(page.locator("#live-status")).to_have_text("live")
+    page.evaluate("window.__loadedOnce = true")
+
+    web.shell(
+        "import time\n"
+        "from tests.seed import seed_service\n"
+        "from obsweb.dashboard.live import broadcast_overview\n"
+        "seed_service('inventory', host='web-3', requests=75, latency_ms=8)\n"
+        "broadcast_overview(time.time_ns())\n"
+    )
+
+    expect(table.locator("tbody tr", has_text="inventory")).to_be_visible(timeout=LIVE_DEADLINE_MS)
+    expect(table.locator("tbody tr", has_text="inventory")).to_contain_text("web-3")
+    expect(table).to_contain_text(HOSTILE)
+    expect(page.locator("#live-updated")).to_contain_text("updated")
+    assert page.evaluate("window.__loadedOnce") is True, "the page reloaded instead of updating"
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    page.screenshot(path=str(SHOTS / "overview.png"), full_page=True)
+
+
+def test_map_draws_nodes_and_labels_without_running_captured_html(web, page):
+    log_in(page, web)
+    page.goto(web.url + "/map/")
+    svg_text = page.locator("#service-map svg text")
+    expect(svg_text.filter(has_text="checkout").first).to_be_visible()
+
+    texts = svg_text.all_text_contents()
+    for name in ("checkout", "payments", "redis:6379", "93.184.216.34:443", HOSTILE):
+        assert name in texts, f"{name!r} not drawn; svg texts: {texts}"
+    assert any(t.startswith("http ") and "/s p99 " in t for t in texts), texts
+    # Plotly renders hover text as HTML too: hover the hostile node and a normal one.
+    points = page.locator("#service-map .scatterlayer .trace .point")
+    drawn_order = sorted(["checkout", "payments", "redis:6379", "93.184.216.34:443", HOSTILE])
+    move_mouse_onto(page, points.nth(drawn_order.index(HOSTILE)))
+    expect(page.locator("#service-map .hovertext")).to_contain_text(HOSTILE)
+    move_mouse_onto(page, points.nth(drawn_order.index("checkout")))
+    expect(page.locator("#service-map .hovertext")).to_contain_text("requests: 600")
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    page.mouse.move(5, 5)
+    page.screenshot(path=str(SHOTS / "map.png"), full_page=True)
