@@ -1,0 +1,110 @@
+"""Query-parameter validation for the API, and the response shapes its OpenAPI schema documents.
+
+The response serializers only describe what obsweb.telemetry.queries returns (the views send
+those dicts as they are); tests/test_api_schema.py keeps the two in step.
+"""
+
+from rest_framework import serializers
+
+from obsweb.telemetry import queries
+
+WINDOW_HELP = "Relative (-30s, -15m, -1h, -7d) or ISO 8601; since defaults to -15m, until to now."
+
+
+class WindowQuery(serializers.Serializer):
+    since = serializers.CharField(required=False, allow_blank=True, help_text=WINDOW_HELP)
+    until = serializers.CharField(required=False, allow_blank=True, help_text=WINDOW_HELP)
+
+    def validate(self, attrs):
+        try:
+            attrs["window"] = queries.parse_window(attrs.get("since"), attrs.get("until"))
+        except queries.WindowError as exc:
+            raise serializers.ValidationError(str(exc)) from None
+        return attrs
+
+
+class RequestsQuery(WindowQuery):
+    since = serializers.CharField(
+        required=False, allow_blank=True, help_text=WINDOW_HELP + " Without since and until: any age."
+    )
+    service = serializers.CharField(required=False, help_text="Service name.")
+    status = serializers.IntegerField(required=False, min_value=0, max_value=999, help_text="Status code.")
+    min_duration_ms = serializers.IntegerField(required=False, min_value=0)
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=1000, default=100)
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        if not attrs.get("since") and not attrs.get("until"):
+            attrs["window"] = (None, None)
+        return attrs
+
+
+# --- response shapes (documentation) ---------------------------------------------------------
+
+
+class ServiceSummary(serializers.Serializer):
+    name = serializers.CharField()
+    hosts = serializers.ListField(child=serializers.CharField())
+    protocol = serializers.CharField()
+    requests = serializers.IntegerField()
+    rps = serializers.FloatField()
+    errors = serializers.IntegerField(help_text="HTTP 5xx and protocol errors.")
+    client_errors = serializers.IntegerField(help_text="HTTP 4xx.")
+    error_rate = serializers.FloatField()
+    p50_ms = serializers.FloatField(allow_null=True)
+    p90_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
+
+
+class ServiceList(serializers.Serializer):
+    services = ServiceSummary(many=True)
+
+
+class EndpointSummary(serializers.Serializer):
+    method = serializers.CharField(required=False, help_text="HTTP only.")
+    route = serializers.CharField(required=False, help_text="HTTP only.")
+    operation = serializers.CharField(required=False, help_text="Other protocols.")
+    collection = serializers.CharField(required=False, help_text="MongoDB, Redis and others.")
+    table = serializers.CharField(required=False, help_text="PostgreSQL, MySQL.")
+    topic = serializers.CharField(required=False, help_text="Kafka.")
+    requests = serializers.IntegerField()
+    errors = serializers.IntegerField()
+    p50_ms = serializers.FloatField(allow_null=True)
+    p90_ms = serializers.FloatField(allow_null=True)
+    p99_ms = serializers.FloatField(allow_null=True)
+    status_codes = serializers.DictField(child=serializers.IntegerField(), help_text='{"200": requests}')
+
+
+class EndpointList(serializers.Serializer):
+    endpoints = EndpointSummary(many=True)
+
+
+class EdgeSummary(serializers.Serializer):
+    source = serializers.CharField()
+    target = serializers.CharField()
+    protocol = serializers.CharField()
+    requests = serializers.IntegerField(help_text="Requests, or connections for protocol tcp.")
+    errors = serializers.IntegerField()
+    p99_ms = serializers.FloatField(allow_null=True)
+    bytes = serializers.IntegerField()
+    rps = serializers.FloatField()
+    target_external = serializers.BooleanField()
+
+
+class EdgeList(serializers.Serializer):
+    edges = EdgeSummary(many=True)
+
+
+class RequestList(serializers.Serializer):
+    requests = serializers.ListField(
+        child=serializers.DictField(),
+        help_text="Record attributes (DESIGN.md: Records) plus the sample's id.",
+    )
+
+
+class Health(serializers.Serializer):
+    status = serializers.CharField()
+
+
+class Problem(serializers.Serializer):
+    detail = serializers.CharField()

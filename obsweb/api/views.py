@@ -1,0 +1,116 @@
+"""The JSON API (DESIGN.md: API): thin views over obsweb.telemetry.queries.
+
+Errors answer {"detail": message}: 400 for a bad parameter, 401 without credentials,
+404 for an unknown name, the same shape DRF uses for its own errors.
+"""
+
+from django.db import DatabaseError, connection
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework.exceptions import NotFound, ParseError
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from obsweb.api import serializers
+from obsweb.telemetry import queries
+
+ERRORS = {
+    400: OpenApiResponse(serializers.Problem, description="A bad query parameter; detail says which."),
+    401: OpenApiResponse(serializers.Problem, description="No credentials."),
+}
+
+
+def _query(serializer_class, request) -> dict:
+    """The validated query parameters, or a 400 whose message names each bad parameter."""
+    query = serializer_class(data=request.query_params)
+    if not query.is_valid():
+        raise ParseError("; ".join(_messages(query.errors)))
+    return query.validated_data
+
+
+def _messages(errors: dict):
+    for name, messages in errors.items():
+        for message in messages:
+            yield str(message) if name == "non_field_errors" else f"{name}: {message}"
+
+
+class ServiceListView(APIView):
+    @extend_schema(
+        summary="Services with traffic in the window, busiest first",
+        parameters=[serializers.WindowQuery],
+        responses={200: serializers.ServiceList, **ERRORS},
+    )
+    def get(self, request):
+        since, until = _query(serializers.WindowQuery, request)["window"]
+        return Response({"services": queries.service_summaries(since, until)})
+
+
+class EndpointListView(APIView):
+    @extend_schema(
+        summary="A service's endpoints (HTTP routes or protocol operations) with traffic in the window",
+        parameters=[
+            OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Service name."),
+            serializers.WindowQuery,
+        ],
+        responses={
+            200: serializers.EndpointList,
+            **ERRORS,
+            404: OpenApiResponse(serializers.Problem, description="No service of that name."),
+        },
+    )
+    def get(self, request, name: str):
+        since, until = _query(serializers.WindowQuery, request)["window"]
+        endpoints = queries.endpoint_summaries(name, since, until)
+        if endpoints is None:
+            raise NotFound(f"no service named {name!r}")
+        return Response({"endpoints": endpoints})
+
+
+class EdgeListView(APIView):
+    @extend_schema(
+        summary="Calls between services in the window, as seen by the callers",
+        parameters=[serializers.WindowQuery],
+        responses={200: serializers.EdgeList, **ERRORS},
+    )
+    def get(self, request):
+        since, until = _query(serializers.WindowQuery, request)["window"]
+        return Response({"edges": queries.edge_summaries(since, until)})
+
+
+class RequestListView(APIView):
+    @extend_schema(
+        summary="Sampled requests (every error, every slow one, a few others), newest first",
+        parameters=[serializers.RequestsQuery],
+        responses={200: serializers.RequestList, **ERRORS},
+    )
+    def get(self, request):
+        query = _query(serializers.RequestsQuery, request)
+        since, until = query["window"]
+        samples = queries.request_samples(
+            service=query.get("service"),
+            status=query.get("status"),
+            min_duration_ms=query.get("min_duration_ms"),
+            limit=query["limit"],
+            since=since,
+            until=until,
+        )
+        return Response({"requests": samples})
+
+
+class HealthView(APIView):
+    authentication_classes = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Liveness for load balancers: 200 when the database answers",
+        auth=[],
+        responses={200: serializers.Health, 503: serializers.Health},
+    )
+    def get(self, request):
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT 1")
+        except DatabaseError:
+            return Response({"status": "database unavailable"}, status=503)
+        return Response({"status": "ok"})

@@ -1,0 +1,224 @@
+"""The read side of telemetry, shared by the JSON API and the dashboard.
+
+Sums come from database aggregation; percentiles come from merging the stored latency
+histograms in Python, so they are exact to the sketch's 2 % for any window. Rollups are per
+minute (truncated, UTC): a window includes every rollup minute that overlaps it, and rates
+divide by the time those minutes cover up to now.
+"""
+
+import re
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+from django.db.models import Q, Sum
+from django.utils import timezone
+
+from obsweb.telemetry import histogram
+from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
+from probes import schema
+
+DEFAULT_SINCE = "-15m"
+_RELATIVE = re.compile(r"^-(\d{1,7})([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+MINUTE = timedelta(minutes=1)
+# What the non-HTTP endpoint's target is called, per protocol (DESIGN.md: API).
+TARGET_NAMES = {
+    schema.PROTO_POSTGRESQL: "table",
+    schema.PROTO_MYSQL: "table",
+    schema.PROTO_KAFKA: "topic",
+    schema.PROTO_MONGODB: "collection",
+}
+DEFAULT_TARGET_NAME = "collection"
+
+
+class WindowError(ValueError):
+    """A since/until the API answers with 400; the message says what is accepted."""
+
+
+def _parse_time(value: str, name: str, now: datetime) -> datetime:
+    match = _RELATIVE.match(value)
+    if match:
+        return now - timedelta(seconds=int(match[1]) * _UNIT_S[match[2]])
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise WindowError(
+            f"{name}={value!r} is neither relative (-30s, -15m, -1h, -7d) nor an ISO 8601 time"
+        ) from None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def parse_window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
+    """(since, until) as aware datetimes: `since` defaults to -15m and `until` to now."""
+    now = timezone.now()
+    start = _parse_time(since or DEFAULT_SINCE, "since", now)
+    end = _parse_time(until, "until", now) if until else now
+    if start >= end:
+        raise WindowError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
+    return start, end
+
+
+def _minute_floor(when: datetime) -> datetime:
+    return when.astimezone(UTC).replace(second=0, microsecond=0)
+
+
+def _in_window(since: datetime, until: datetime) -> Q:
+    """Rollup minutes that overlap [since, until)."""
+    return Q(minute__gte=_minute_floor(since), minute__lt=until)
+
+
+def _covered_seconds(since: datetime, until: datetime) -> float:
+    """The time the overlapping minutes cover, up to now: the denominator of a rate."""
+    end = _minute_floor(until)
+    if end < until:
+        end += MINUTE
+    end = min(end, max(timezone.now(), until))
+    return max((end - _minute_floor(since)).total_seconds(), 1.0)
+
+
+def _ms(hist: dict, q: float) -> float | None:
+    value = histogram.quantile(hist, q)
+    return None if value is None else round(value / 1e6, 3)
+
+
+def _merged_histograms(queryset, key: str) -> dict:
+    merged = defaultdict(dict)
+    for group, hist in queryset.values_list(key, "histogram").iterator(chunk_size=2000):
+        histogram.merge(merged[group], hist)
+    return merged
+
+
+def service_summaries(since: datetime, until: datetime) -> list[dict]:
+    """One row per non-external service with rollups in the window, busiest first."""
+    rollups = Rollup.objects.filter(_in_window(since, until), service__external=False)
+    sums = rollups.values("service_id").annotate(
+        requests=Sum("count"),
+        errors=Sum("errors"),
+        client_errors=Sum("count", filter=Q(status_code__gte=400, status_code__lt=500), default=0),
+    )
+    hists = _merged_histograms(rollups, "service_id")
+    services = Service.objects.prefetch_related("hosts").in_bulk([row["service_id"] for row in sums])
+    seconds = _covered_seconds(since, until)
+    rows = []
+    for row in sums:
+        service, hist, requests = services[row["service_id"]], hists[row["service_id"]], row["requests"]
+        rows.append(
+            {
+                "name": service.name,
+                "hosts": sorted(host.name for host in service.hosts.all()),
+                "protocol": service.protocol,
+                "requests": requests,
+                "rps": round(requests / seconds, 3),
+                "errors": row["errors"],
+                "client_errors": row["client_errors"],
+                "error_rate": row["errors"] / requests if requests else 0,
+                "p50_ms": _ms(hist, 0.5),
+                "p90_ms": _ms(hist, 0.9),
+                "p99_ms": _ms(hist, 0.99),
+            }
+        )
+    rows.sort(key=lambda r: (-r["requests"], r["name"]))
+    return rows
+
+
+def endpoint_summaries(service_name: str, since: datetime, until: datetime) -> list[dict] | None:
+    """One row per endpoint of the service with rollups in the window; None for an unknown service."""
+    service = Service.objects.filter(name=service_name).first()
+    if service is None:
+        return None
+    rollups = Rollup.objects.filter(_in_window(since, until), service=service)
+    by_status = rollups.values("endpoint_id", "status_code").annotate(
+        requests=Sum("count"), errors=Sum("errors")
+    )
+    hists = _merged_histograms(rollups, "endpoint_id")
+    totals = defaultdict(lambda: {"requests": 0, "errors": 0, "status_codes": {}})
+    for row in by_status:
+        total = totals[row["endpoint_id"]]
+        total["requests"] += row["requests"]
+        total["errors"] += row["errors"]
+        codes = total["status_codes"]
+        codes[str(row["status_code"])] = codes.get(str(row["status_code"]), 0) + row["requests"]
+    rows = []
+    for endpoint in Endpoint.objects.filter(id__in=totals.keys()):
+        total, hist = totals[endpoint.id], hists[endpoint.id]
+        rows.append(
+            {
+                **_endpoint_identity(endpoint),
+                "requests": total["requests"],
+                "errors": total["errors"],
+                "p50_ms": _ms(hist, 0.5),
+                "p90_ms": _ms(hist, 0.9),
+                "p99_ms": _ms(hist, 0.99),
+                "status_codes": dict(sorted(total["status_codes"].items())),
+            }
+        )
+    rows.sort(key=lambda r: (-r["requests"], r.get("route") or r.get("operation") or ""))
+    return rows
+
+
+def _endpoint_identity(endpoint: Endpoint) -> dict:
+    if endpoint.protocol == schema.PROTO_HTTP:
+        return {"method": endpoint.method, "route": endpoint.route}
+    return {
+        "operation": endpoint.operation,
+        TARGET_NAMES.get(endpoint.protocol, DEFAULT_TARGET_NAME): endpoint.target,
+    }
+
+
+def edge_summaries(since: datetime, until: datetime) -> list[dict]:
+    """One row per (caller, callee, protocol) with traffic in the window, busiest first."""
+    edges = Edge.objects.filter(_in_window(since, until))
+    sums = edges.values("source_id", "target_id", "protocol").annotate(
+        requests=Sum("count"), errors=Sum("errors"), bytes=Sum("bytes")
+    )
+    hists = defaultdict(dict)
+    for source, target, protocol, hist in edges.values_list(
+        "source_id", "target_id", "protocol", "histogram"
+    ):
+        histogram.merge(hists[source, target, protocol], hist)
+    ids = {row["source_id"] for row in sums} | {row["target_id"] for row in sums}
+    services = Service.objects.in_bulk(ids)
+    seconds = _covered_seconds(since, until)
+    rows = []
+    for row in sums:
+        source, target = services[row["source_id"]], services[row["target_id"]]
+        rows.append(
+            {
+                "source": source.name,
+                "target": target.name,
+                "protocol": row["protocol"],
+                "requests": row["requests"],
+                "errors": row["errors"],
+                "p99_ms": _ms(hists[row["source_id"], row["target_id"], row["protocol"]], 0.99),
+                "bytes": row["bytes"],
+                "rps": round(row["requests"] / seconds, 3),
+                "target_external": target.external,
+            }
+        )
+    rows.sort(key=lambda r: (-r["requests"], r["source"], r["target"], r["protocol"]))
+    return rows
+
+
+def request_samples(
+    service: str | None = None,
+    status: int | None = None,
+    min_duration_ms: float | None = None,
+    limit: int = 100,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[dict]:
+    """Stored request samples, newest first: each one's record attributes plus its "id"."""
+    samples = RequestSample.objects.all()
+    if service is not None:
+        samples = samples.filter(service__name=service)
+    if status is not None:
+        samples = samples.filter(status_code=status)
+    if min_duration_ms is not None:
+        samples = samples.filter(duration_ns__gte=int(min_duration_ms * 1_000_000))
+    if since is not None:
+        samples = samples.filter(ts__gte=since)
+    if until is not None:
+        samples = samples.filter(ts__lt=until)
+    rows = samples.order_by("-ts", "-id").values_list("id", "attributes")[:limit]
+    return [{**attributes, "id": sample_id} for sample_id, attributes in rows]

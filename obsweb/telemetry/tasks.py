@@ -1,0 +1,34 @@
+"""Retention (DESIGN.md: Storage): run by Celery beat, see CELERY_BEAT_SCHEDULE in settings."""
+
+import logging
+from datetime import timedelta
+
+from celery import shared_task
+from django.conf import settings
+from django.utils import timezone
+
+from obsweb.telemetry.models import Edge, IngestedBatch, RequestSample, Rollup
+
+log = logging.getLogger(__name__)
+
+# Long enough to outlive any replay: entries are reclaimed after a minute, trimmed well before two days.
+INGESTED_BATCH_RETENTION = timedelta(days=2)
+
+
+@shared_task
+def prune_telemetry() -> dict[str, int]:
+    """Delete samples, rollups, edges and replay markers older than their retention; return the counts."""
+    now = timezone.now()
+    rollups_before = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS)
+    deleted = {
+        "samples": RequestSample.objects.filter(
+            ts__lt=now - timedelta(hours=settings.SAMPLE_RETENTION_HOURS)
+        ).delete()[0],
+        "rollups": Rollup.objects.filter(minute__lt=rollups_before).delete()[0],
+        "edges": Edge.objects.filter(minute__lt=rollups_before).delete()[0],
+        "ingested_batches": IngestedBatch.objects.filter(
+            ingested_at__lt=now - INGESTED_BATCH_RETENTION
+        ).delete()[0],
+    }
+    log.info("pruned telemetry: %s", deleted)
+    return deleted

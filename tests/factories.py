@@ -1,0 +1,143 @@
+"""Records as a probe worker sends them (DESIGN.md: Records), and API clients per persona."""
+
+import time
+
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+T0 = 1_764_259_200 * 10**9  # 2025-11-27 16:00:00 UTC, the start of a minute
+MINUTE_NS = 60 * 10**9
+
+# Who may read the API, and how: every view is tested for each of these and for the outsider.
+ALLOWED = [("staff", "session"), ("viewer", "session"), ("viewer", "token")]
+
+
+def request(**attrs) -> dict:
+    """A server-side HTTP request record; pass dotted keys as request(**{"http.route": "/x"})."""
+    record = {
+        "kind": "request",
+        "host": "h1",
+        "ts": T0 + 10**9,
+        "service.name": "shop-api",
+        "span.kind": "server",
+        "server.address": "127.0.0.1",
+        "server.port": 8001,
+        "client.address": "127.0.0.1",
+        "client.port": 51234,
+        "network.protocol.name": "http",
+        "http.request.method": "GET",
+        "url.path": "/users/7?x=REDACTED",
+        "http.route": "/users/{id}",
+        "http.response.status_code": 200,
+        "error": False,
+        "duration_ns": 1_234_567,
+        "request.bytes": 120,
+        "response.bytes": 560,
+        "user_agent.original": "curl/7.88.1",
+        "tls": False,
+        "trace_id": "4bf92f3577b34da6a3ce929d0e0e4736",
+        "span_id": "00f067aa0ba902b7",
+        "parent_span_id": "",
+        "pid": 123,
+        "tid": 123,
+        "peer.service": None,
+    }
+    record.update(attrs)
+    return record
+
+
+def client_request(**attrs) -> dict:
+    """The caller's side of a request: nginx calling shop-api, resolved as its peer."""
+    record = request(
+        **{
+            "service.name": "nginx",
+            "span.kind": "client",
+            "client.port": 40000,
+            "peer.service": "shop-api",
+            "span_id": "1111111111111111",
+        }
+    )
+    record.update(attrs)
+    return record
+
+
+def db_request(**attrs) -> dict:
+    record = request(
+        **{
+            "service.name": "postgres",
+            "server.port": 5432,
+            "network.protocol.name": "postgresql",
+            "db.system": "postgresql",
+            "db.operation.name": "SELECT",
+            "db.collection.name": "users",
+            "db.query.text": "SELECT * FROM users WHERE id = ?",
+        }
+    )
+    for key in (
+        "http.request.method",
+        "url.path",
+        "http.route",
+        "http.response.status_code",
+        "user_agent.original",
+    ):
+        del record[key]
+    record.update(attrs)
+    return record
+
+
+def flow(**attrs) -> dict:
+    record = {
+        "kind": "flow",
+        "host": "h1",
+        "ts": T0 + 10**9,
+        "service.name": "nginx",
+        "span.kind": "client",
+        "server.address": "127.0.0.1",
+        "server.port": 8001,
+        "client.address": "127.0.0.1",
+        "client.port": 40000,
+        "peer.service": "shop-api",
+        "flow.event": "close",
+        "flow.bytes_sent": 100,
+        "flow.bytes_received": 2000,
+        "flow.duration_ns": 5_000_000,
+        "flow.requests": 3,
+        "pid": 1,
+    }
+    record.update(attrs)
+    return record
+
+
+def agent(**attrs) -> dict:
+    record = {
+        "kind": "agent",
+        "host": "h1",
+        "ts": T0,
+        "agent.version": "0.1.0",
+        "agent.kernel": "6.18.0",
+        "agent.probes": {"http": {"desired": True, "actual": True, "error": None}},
+        "agent.events_seen": 100,
+        "agent.events_dropped": 0,
+        "agent.events_skipped": 2,
+        "agent.records_dropped": 0,
+        "agent.lag_s": 0.05,
+    }
+    record.update(attrs)
+    return record
+
+
+def now_ns(seconds_ago: float = 0) -> int:
+    return time.time_ns() - int(seconds_ago * 10**9)
+
+
+def api_client(personas: dict, persona: str, how: str = "session") -> APIClient:
+    """An API client acting as `persona`, by session or by token; the outsider sends no credentials."""
+    client = APIClient()
+    user = personas[persona]
+    if user is None:
+        return client
+    if how == "session":
+        client.force_login(user)
+    else:
+        client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.get_or_create(user=user)[0].key}")
+    return client
