@@ -30,7 +30,9 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def wrk(port: int, seconds: int, connections: int) -> int:
     out = subprocess.run(
         ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/static/index.html"],
-        capture_output=True, text=True, check=True,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return int(re.search(r"(\d+) requests in", out).group(1))
 
@@ -60,15 +62,20 @@ def settled_count(stack, service: str, timeout: float = 60.0) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=20)
     args = parser.parse_args()
 
     rows = []
-    with obsweb_stack(with_worker=False) as stack, http_backend("bench-backend", env=stack.env) as backend, \
-            nginx_proxy(backend) as port:
+    with (
+        obsweb_stack(with_worker=False) as stack,
+        http_backend("bench-backend", env=stack.env) as backend,
+        nginx_proxy(backend) as port,
+    ):
         service = f"nginx:{port}"
         wrk(port, 2, args.connections)  # warm up nginx and the page cache
         for rep in range(args.reps):
@@ -81,12 +88,22 @@ def main() -> int:
             counted = settled_count(stack, service) - before
             stop(worker)
             stack.procs.remove(worker)
-            rows.append({"rep": rep, "off_rps": off / args.seconds, "on_rps": on / args.seconds,
-                         "ratio": on / off, "worker_cpu_pct": 100 * cpu / args.seconds,
-                         "sent": on, "counted": counted})
+            rows.append(
+                {
+                    "rep": rep,
+                    "off_rps": off / args.seconds,
+                    "on_rps": on / args.seconds,
+                    "ratio": on / off,
+                    "worker_cpu_pct": 100 * cpu / args.seconds,
+                    "sent": on,
+                    "counted": counted,
+                }
+            )
             r = rows[-1]
-            print(f"rep {rep}: off {r['off_rps']:9.0f} req/s  on {r['on_rps']:9.0f} req/s  ratio {r['ratio']:.3f}  "
-                  f"worker cpu {r['worker_cpu_pct']:5.1f}%  counted {counted}/{on} ({100 * counted / on:.1f}%)")
+            print(
+                f"rep {rep}: off {r['off_rps']:9.0f} req/s  on {r['on_rps']:9.0f} req/s  ratio {r['ratio']:.3f}  "
+                f"worker cpu {r['worker_cpu_pct']:5.1f}%  counted {counted}/{on} ({100 * counted / on:.1f}%)"
+            )
 
     summary = {
         "ratio_median": statistics.median(r["ratio"] for r in rows),
@@ -94,14 +111,25 @@ def main() -> int:
         "worker_cpu_pct_median": statistics.median(r["worker_cpu_pct"] for r in rows),
         "counted_share_median": statistics.median(r["counted"] / r["sent"] for r in rows),
     }
-    print(f"\nthroughput kept with the worker on: {summary['ratio_median']:.3f} "
-          f"(spread {summary['ratio_spread'][0]:.3f}-{summary['ratio_spread'][1]:.3f}); "
-          f"worker CPU {summary['worker_cpu_pct_median']:.0f}% of one core; "
-          f"requests counted in rollups {100 * summary['counted_share_median']:.1f}% of sent")
+    print(
+        f"\nthroughput kept with the worker on: {summary['ratio_median']:.3f} "
+        f"(spread {summary['ratio_spread'][0]:.3f}-{summary['ratio_spread'][1]:.3f}); "
+        f"worker CPU {summary['worker_cpu_pct_median']:.0f}% of one core; "
+        f"requests counted in rollups {100 * summary['counted_share_median']:.1f}% of sent"
+    )
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / "overhead.json"
-    out.write_text(json.dumps({"machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
-                               "args": vars(args), "runs": rows, "summary": summary}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {"kernel": platform.release(), "cpus": os.cpu_count()},
+                "args": vars(args),
+                "runs": rows,
+                "summary": summary,
+            },
+            indent=2,
+        )
+    )
     print(f"results: {out}")
     return 0
 

@@ -13,10 +13,18 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m probes", description=__doc__)
     parser.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"))
     parser.add_argument("--host-name", default=os.environ.get("OBSWEB_HOST_NAME") or socket.gethostname())
-    parser.add_argument("--metrics-port", type=int, default=int(os.environ.get("OBSWEB_METRICS_PORT", 8080)),
-                        help="Prometheus metrics about the worker itself; 0 disables")
-    parser.add_argument("--health-port", type=int, default=int(os.environ.get("OBSWEB_HEALTH_PORT", 8081)),
-                        help="/healthz; 0 disables")
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=int(os.environ.get("OBSWEB_METRICS_PORT", 8080)),
+        help="Prometheus metrics about the worker itself; 0 disables",
+    )
+    parser.add_argument(
+        "--health-port",
+        type=int,
+        default=int(os.environ.get("OBSWEB_HEALTH_PORT", 8081)),
+        help="/healthz; 0 disables",
+    )
     parser.add_argument("--print-bpf", action="store_true", help="print the generated BPF C and exit")
     return parser.parse_args(argv)
 
@@ -26,9 +34,13 @@ def main(argv=None) -> int:
     if args.print_bpf:
         print(render_source(os.getpid()))
         return 0
-    logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s probes %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s probes %(levelname)s %(message)s"
+    )
     if os.geteuid() != 0:
-        print("the probe worker loads BPF programs and must run as root (CAP_BPF, CAP_PERFMON)", file=sys.stderr)
+        print(
+            "the probe worker loads BPF programs and must run as root (CAP_BPF, CAP_PERFMON)", file=sys.stderr
+        )
         return 2
     from probes.agent import Agent, serve_health, serve_metrics
 

@@ -21,6 +21,7 @@ from probes.records import RecordBuilder
 
 log = logging.getLogger(__name__)
 POLL_INTERVAL_S = 0.05  # ring buffer drained on this timer: events never wake us
+BUSY_POLL_EVENTS = 2000  # a poll this full means we are behind: poll again without sleeping
 HEARTBEAT_INTERVAL_S = 5.0
 HEALTHY_LOOP_AGE_S = 5.0  # /healthz fails when the main loop has not turned for this long
 SOCKET_PROBES = (schema.PROBE_HTTP, schema.PROBE_TCP)  # both served by socket_trace.c
@@ -85,7 +86,11 @@ class Agent:
     def probe_states(self) -> dict:
         actual = self.trace.attached
         return {
-            p: {"desired": self.desired[p], "actual": actual and self.desired[p], "error": self.probe_errors[p]}
+            p: {
+                "desired": self.desired[p],
+                "actual": actual and self.desired[p],
+                "error": self.probe_errors[p],
+            }
             for p in schema.PROBES
         }
 
@@ -134,7 +139,7 @@ class Agent:
         while not self.stopping.is_set():
             started = time.monotonic()
             self.loop_at = started
-            self.trace.poll()
+            drained = self.trace.poll()
             self.publisher.flush()
             if started - last_heartbeat >= HEARTBEAT_INTERVAL_S:
                 last_heartbeat = started
@@ -142,7 +147,8 @@ class Agent:
                 self.apply_desired()
                 self.sockets.refresh(force=True)  # keeps own_ports current for new Redis sockets
                 self.heartbeat()
-            self.stopping.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - started)))
+            if drained < BUSY_POLL_EVENTS:
+                self.stopping.wait(max(0.0, POLL_INTERVAL_S - (time.monotonic() - started)))
         self.shutdown()
 
     def shutdown(self) -> None:
@@ -151,7 +157,9 @@ class Agent:
             self.trace.detach()
         self.heartbeat()
         self.publisher.flush(force=True)
-        log.info("stopped; %d records published, %d dropped", self.publisher.published, self.publisher.dropped)
+        log.info(
+            "stopped; %d records published, %d dropped", self.publisher.published, self.publisher.dropped
+        )
 
     def healthy(self) -> bool:
         return time.monotonic() - self.loop_at < HEALTHY_LOOP_AGE_S
@@ -169,7 +177,9 @@ class AgentCollector:
 
     def collect(self):
         stats = self.agent.stats()
-        kernel = CounterMetricFamily("obsweb_agent_kernel_events", "Exact kernel-side counters", labels=["counter"])
+        kernel = CounterMetricFamily(
+            "obsweb_agent_kernel_events", "Exact kernel-side counters", labels=["counter"]
+        )
         for name, value in stats["kernel"].items():
             kernel.add_metric([name], value)
         yield kernel
@@ -179,8 +189,12 @@ class AgentCollector:
             ("records_dropped", "Records dropped because Redis was away too long"),
         ):
             yield CounterMetricFamily(f"obsweb_agent_{key}", help_text, value=stats[key])
-        yield GaugeMetricFamily("obsweb_agent_records_buffered", "Records waiting for Redis", value=stats["records_buffered"])
-        yield GaugeMetricFamily("obsweb_agent_up", "1 while the main loop turns", value=int(self.agent.healthy()))
+        yield GaugeMetricFamily(
+            "obsweb_agent_records_buffered", "Records waiting for Redis", value=stats["records_buffered"]
+        )
+        yield GaugeMetricFamily(
+            "obsweb_agent_up", "1 while the main loop turns", value=int(self.agent.healthy())
+        )
 
 
 def serve_metrics(agent: Agent, port: int) -> None:

@@ -4,7 +4,6 @@ Nothing from the raw payload travels except the allowlisted header values, the r
 target and the normalized route: Authorization, Cookie and request bodies stay here.
 """
 
-import hashlib
 import ipaddress
 import time
 from dataclasses import dataclass, field
@@ -27,6 +26,9 @@ SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
 FLOW_PROTOCOLS = {PROTO_HTTP: schema.PROTO_HTTP}
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
+TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
+MEMO_LIMIT = 4096  # distinct request / response prefixes remembered
+MISSING = object()
 
 
 def monotonic_to_epoch_offset_ns() -> int:
@@ -50,9 +52,20 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return parts[1], parts[2]
 
 
-def derived_id(*parts: object, size: int) -> str:
-    """A stable id from what identifies the exchange, so both ends' replays agree."""
-    return hashlib.blake2b("|".join(map(str, parts)).encode(), digest_size=size).hexdigest()
+def exchange_trace_id(event) -> str:
+    """A trace id for an exchange without traceparent: unique per host and cheap (no hashing
+    on the per-event path); the record's host makes it unique across the fleet."""
+    return f"{event.req_ns:016x}{event.pid:08x}{event.fd:08x}"
+
+
+def exchange_span_id(event) -> str:
+    return f"{(event.req_ns ^ (event.pid << 40) ^ (event.fd << 20) ^ event.tid) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def _remember(memo: dict, key: bytes, value) -> None:
+    if len(memo) >= MEMO_LIMIT:
+        memo.clear()  # cheaper than LRU bookkeeping, and refills within one poll
+    memo[key] = value
 
 
 @dataclass
@@ -65,6 +78,8 @@ class RecordBuilder:
     clock_offset_ns: int = field(default_factory=monotonic_to_epoch_offset_ns)
     skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
+    _request_memo: dict = field(default_factory=dict)
+    _response_memo: dict = field(default_factory=dict)
 
     def _skip(self, reason: str) -> None:
         self.skipped += 1
@@ -100,8 +115,8 @@ class RecordBuilder:
         return self.names.name_for(pid) if pid is not None else None
 
     def http(self, event: HttpEvent) -> dict | None:
-        request = http1.read_request_head(bytes(event.req[: event.req_len]))
-        response = http1.read_response_head(bytes(event.resp[: event.resp_len]))
+        request = self._request_fields(bytes(event.req[: event.req_len]))
+        response = self._response_fields(bytes(event.resp[: event.resp_len]))
         if request is None or response is None:
             self._skip("unparseable http head")
             return None
@@ -109,33 +124,53 @@ class RecordBuilder:
         if ends is None:
             self._skip("unknown peer address")
             return None
-        ts = event.req_ns + self.clock_offset_ns
-        trace = parse_traceparent(request.headers.get("traceparent"))
-        trace_id, parent = trace or (derived_id(self.host, event.pid, event.fd, event.req_ns, size=16), "")
-        length = response.headers.get("content-length", "")
-        response_bytes = response.header_bytes + int(length) if length.isdigit() else event.resp_bytes
-        status = response.status
+        status, header_bytes, content_length = response
+        response_bytes = event.resp_bytes if content_length is None else header_bytes + content_length
+        trace_id, parent = request.pop(TRACEPARENT_KEY) or (exchange_trace_id(event), "")
         return {
             schema.KIND: schema.KIND_REQUEST,
             schema.HOST: self.host,
-            schema.TS: ts,
+            schema.TS: event.req_ns + self.clock_offset_ns,
             **ends,
+            **request,
             schema.PROTOCOL: schema.PROTO_HTTP,
-            schema.HTTP_METHOD: request.method,
-            schema.URL_PATH: redact_target(request.target),
-            schema.HTTP_ROUTE: normalize_route(request.target),
             schema.HTTP_STATUS: status,
             schema.ERROR: schema.is_error_status(status),
             schema.DURATION_NS: max(0, event.resp_ns - event.req_ns),
             schema.REQUEST_BYTES: event.req_bytes,
             schema.RESPONSE_BYTES: response_bytes,
-            schema.USER_AGENT: safe_text(request.headers.get("user-agent", ""), USER_AGENT_LIMIT),
             schema.TLS: False,
             schema.TRACE_ID: trace_id,
-            schema.SPAN_ID: derived_id(trace_id, self.host, event.pid, event.fd, event.req_ns, size=8),
+            schema.SPAN_ID: exchange_span_id(event),
             schema.PARENT_SPAN_ID: parent,
             schema.TID: event.tid,
         }
+
+    def _request_fields(self, prefix: bytes) -> dict | None:
+        """What a request prefix contributes to its record (a fresh dict), memoized: the same
+        request bytes recur constantly (health checks, polling clients, load generators)."""
+        fields = self._request_memo.get(prefix, MISSING)
+        if fields is MISSING:
+            head = http1.read_request_head(prefix)
+            fields = head and {
+                schema.HTTP_METHOD: head.method,
+                schema.URL_PATH: redact_target(head.target),
+                schema.HTTP_ROUTE: normalize_route(head.target),
+                schema.USER_AGENT: safe_text(head.headers.get("user-agent", ""), USER_AGENT_LIMIT),
+                TRACEPARENT_KEY: parse_traceparent(head.headers.get("traceparent")),
+            }
+            _remember(self._request_memo, prefix, fields)
+        return dict(fields) if fields else None
+
+    def _response_fields(self, prefix: bytes) -> tuple[int, int, int | None] | None:
+        """(status, head bytes, Content-Length or None), memoized like requests."""
+        fields = self._response_memo.get(prefix, MISSING)
+        if fields is MISSING:
+            head = http1.read_response_head(prefix)
+            length = head.headers.get("content-length", "") if head else ""
+            fields = head and (head.status, head.header_bytes, int(length) if length.isdigit() else None)
+            _remember(self._response_memo, prefix, fields)
+        return fields
 
     def flow(self, event: FlowEvent) -> dict | None:
         ends = self._local_ends(event.pid, event.laddr, event.raddr, event.role)

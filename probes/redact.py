@@ -37,6 +37,7 @@ SENSITIVE_HEADER_PARTS = (
     "credential",
 )
 
+_PRINTABLE_ASCII = re.compile(rb"[\x20-\x7e]*")
 # Control characters garble logs and terminals; the bidirectional overrides can make a
 # displayed path read differently from what was sent ("Trojan Source").
 _UNSAFE_CHARS = dict.fromkeys(
@@ -87,6 +88,8 @@ def safe_text(value: bytes | str, limit: int = 512) -> str:
     removed, at most `limit` characters (the last one CUT_MARKER when shortened)."""
     if limit <= 0:
         return ""
+    if isinstance(value, bytes) and len(value) <= limit and _PRINTABLE_ASCII.fullmatch(value):
+        return value.decode("ascii")  # the common case, without the translate pass
     # Decode only what can survive the cut: a UTF-8 character is at most 4 bytes.
     window = limit * 4 + 4
     if isinstance(value, bytes | bytearray):

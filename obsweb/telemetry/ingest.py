@@ -910,6 +910,13 @@ class Ingester:
         except Exception:  # the dashboard going quiet must not stop ingestion
             log.exception("live broadcast failed; ingestion goes on")
 
+    def ms_until_broadcast(self, longest_ms: int) -> int:
+        """How long a blocking read may wait without delaying a due broadcast."""
+        if self._broadcast_ts is None:
+            return longest_ms
+        due_in = self.broadcast_interval_s - (time.monotonic() - self._broadcast_at)
+        return max(1, min(longest_ms, int(due_in * 1000)))
+
     def log_skips_if_due(self, force: bool = False) -> None:
         now = time.monotonic()
         if not self._skips or (not force and now - self._skips_logged_at < self.skip_log_interval_s):

@@ -85,7 +85,8 @@ class Command(BaseCommand):
                     ingester.forget_idle_consumers()
                     need_group, reclaimed_at = False, time.monotonic()
                 if not entries:
-                    entries = ingester.read(block_ms=BLOCK_MS)
+                    # A throttled broadcast is sent when due, not after a quiet second of blocking.
+                    entries = ingester.read(block_ms=ingester.ms_until_broadcast(BLOCK_MS))
                 if entries:
                     ingester.process(entries)
                     entries = []
