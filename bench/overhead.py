@@ -42,6 +42,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime + stime
 
 
+def kernel_counters(stack) -> dict[str, float]:
+    """The worker's exact kernel-side counters, from its own /metrics."""
+    pattern = r'obsweb_agent_kernel_events_total\{counter="(\w+)"\} (\S+)'
+    return {name: float(value) for name, value in re.findall(pattern, stack.worker_metrics())}
+
+
 def nginx_requests(stack, service: str) -> int:
     services = stack.api("/api/v1/services", since="-1h")["services"]
     return next((s["requests"] for s in services if s["name"] == service), 0)
@@ -86,6 +92,7 @@ def main() -> int:
             on = wrk(port, args.seconds, args.connections)
             cpu = cpu_seconds(worker.pid) - cpu_before
             counted = settled_count(stack, service) - before
+            kernel = kernel_counters(stack)
             stop(worker)
             stack.procs.remove(worker)
             rows.append(
@@ -97,12 +104,16 @@ def main() -> int:
                     "worker_cpu_pct": 100 * cpu / args.seconds,
                     "sent": on,
                     "counted": counted,
+                    "kernel_exchanges": kernel.get("http_exchanges", 0),
+                    "kernel_events_lost": kernel.get("events_lost", 0),
                 }
             )
             r = rows[-1]
             print(
-                f"rep {rep}: off {r['off_rps']:9.0f} req/s  on {r['on_rps']:9.0f} req/s  ratio {r['ratio']:.3f}  "
-                f"worker cpu {r['worker_cpu_pct']:5.1f}%  counted {counted}/{on} ({100 * counted / on:.1f}%)"
+                f"rep {rep}: off {r['off_rps']:8.0f} req/s, on {r['on_rps']:8.0f} req/s, "
+                f"ratio {r['ratio']:.3f}, worker cpu {r['worker_cpu_pct']:5.1f}%, "
+                f"counted {counted}/{on} ({100 * counted / on:.1f}%); kernel saw "
+                f"{r['kernel_exchanges']:.0f} exchanges (both ends), lost {r['kernel_events_lost']:.0f}"
             )
 
     summary = {
