@@ -18,6 +18,9 @@ import requests
 from tests.helpers import REPO, free_port, redis_server, stop, wait_for_port
 
 PYTHON = sys.executable
+CREATE_USER = (
+    "from django.contrib.auth.models import User; User.objects.create_user('e2e', password='e2e-pass')"
+)
 NGINX_CONF = """
 worker_processes 1;
 pid {tmp}/nginx.pid;
@@ -94,8 +97,19 @@ class Stack:
         self.metrics_port, self.health_port = free_port(), free_port()
         proc = self.spawn(
             "worker",
-            [PYTHON, "-m", "probes", "--redis-url", self.redis_url, "--host-name", self.host_name,
-             "--metrics-port", str(self.metrics_port), "--health-port", str(self.health_port)],
+            [
+                PYTHON,
+                "-m",
+                "probes",
+                "--redis-url",
+                self.redis_url,
+                "--host-name",
+                self.host_name,
+                "--metrics-port",
+                str(self.metrics_port),
+                "--health-port",
+                str(self.health_port),
+            ],
         )
         wait_for_port(self.health_port, timeout=60)
         deadline = time.monotonic() + 60
@@ -123,14 +137,23 @@ def obsweb_stack(with_worker: bool = True):
         stack = Stack(tmp=tmp, redis_url=redis_url, env=env)
         try:
             stack.manage("migrate", "--noinput")
-            stack.manage(
-                "shell", "-c", "from django.contrib.auth.models import User; User.objects.create_user('e2e', password='e2e-pass')"
-            )
+            stack.manage("shell", "-c", CREATE_USER)
             stack.token = stack.manage("apitoken", "e2e").strip()
             stack.web_port = free_port()
             stack.spawn("ingest", [PYTHON, "manage.py", "ingest"])
-            stack.spawn("web", [PYTHON, "-m", "daphne", "-b", "127.0.0.1", "-p", str(stack.web_port),
-                                "obsweb.asgi:application"])
+            stack.spawn(
+                "web",
+                [
+                    PYTHON,
+                    "-m",
+                    "daphne",
+                    "-b",
+                    "127.0.0.1",
+                    "-p",
+                    str(stack.web_port),
+                    "obsweb.asgi:application",
+                ],
+            )
             wait_for_port(stack.web_port, timeout=30)
             if with_worker:
                 stack.start_worker()

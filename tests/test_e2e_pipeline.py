@@ -65,7 +65,9 @@ def traffic(stack, proxied):
     """18 requests through nginx: 10 on one keep-alive connection, 404s, 500s and slow ones."""
     keep_alive = http.client.HTTPConnection("127.0.0.1", proxied, timeout=10)
     for i in range(10):
-        assert send(proxied, "GET", f"/users/{i}?token=q{i}", conn=keep_alive, Authorization=SECRET_TOKEN) == 200
+        assert (
+            send(proxied, "GET", f"/users/{i}?token=q{i}", conn=keep_alive, Authorization=SECRET_TOKEN) == 200
+        )
     keep_alive.close()
     for _ in range(3):
         assert send(proxied, "GET", "/missing", Cookie=SECRET_COOKIE) == 404
@@ -178,7 +180,10 @@ def test_the_live_overview_receives_the_update(stack, proxied, traffic):
                 message = json.loads(await asyncio.wait_for(ws.recv(), timeout=WAIT_S))
                 arrived = time.time_ns()
                 services = {s["name"]: s for s in message.get("services", [])}
-                if message.get("latest_ts_ns", 0) >= before and services.get(BACKEND, {}).get("requests", 0) >= 23:
+                if (
+                    message.get("latest_ts_ns", 0) >= before
+                    and services.get(BACKEND, {}).get("requests", 0) >= 23
+                ):
                     return message, arrived
             raise AssertionError("no websocket update with the new requests")
 
@@ -190,7 +195,9 @@ def test_the_live_overview_receives_the_update(stack, proxied, traffic):
 
 def test_the_worker_survives_garbage_on_sockets_and_counts_it(stack, proxied, traffic):
     def kernel_counter(name):
-        match = re.search(rf'obsweb_agent_kernel_events_total{{counter="{name}"}} (\S+)', stack.worker_metrics())
+        match = re.search(
+            rf'obsweb_agent_kernel_events_total{{counter="{name}"}} (\S+)', stack.worker_metrics()
+        )
         return float(match.group(1))
 
     unclassified = kernel_counter("unclassified_connections")
