@@ -1,6 +1,7 @@
 import pytest
 
-from obsweb.telemetry.ingest import apply_records, to_datetime
+from obsweb.telemetry.aggregate import apply_records
+from obsweb.telemetry.records import to_datetime
 from tests.factories import ALLOWED, T0, api_client, client_request, flow, now_ns
 
 URL = "/api/v1/edges"

@@ -1,6 +1,6 @@
 import pytest
 
-from obsweb.telemetry.ingest import apply_records
+from obsweb.telemetry.aggregate import apply_records
 from tests.factories import ALLOWED, api_client, db_request, now_ns, request
 
 

@@ -3,7 +3,7 @@ from drf_spectacular.drainage import GENERATOR_STATS
 from drf_spectacular.generators import SchemaGenerator
 
 from obsweb.api import serializers
-from obsweb.telemetry.ingest import apply_records
+from obsweb.telemetry.aggregate import apply_records
 from tests.factories import ALLOWED, api_client, client_request, now_ns, request
 
 

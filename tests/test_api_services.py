@@ -2,7 +2,8 @@ from datetime import timedelta
 
 import pytest
 
-from obsweb.telemetry.ingest import apply_records, to_datetime
+from obsweb.telemetry.aggregate import apply_records
+from obsweb.telemetry.records import to_datetime
 from tests.factories import ALLOWED, T0, api_client, client_request, db_request, now_ns, request
 
 URL = "/api/v1/services"

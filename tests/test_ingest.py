@@ -12,8 +12,10 @@ from django.core.management import call_command
 from obsweb.dashboard.constants import OVERVIEW_GROUP
 from obsweb.fleet.models import Host
 from obsweb.telemetry import histogram
-from obsweb.telemetry.ingest import Ingester, apply_records, to_datetime
+from obsweb.telemetry.aggregate import apply_records
+from obsweb.telemetry.ingest import Ingester
 from obsweb.telemetry.models import Edge, Endpoint, IngestedBatch, RequestSample, Rollup, Service
+from obsweb.telemetry.records import to_datetime
 from probes import schema
 from tests.factories import MINUTE_NS, T0, agent, client_request, db_request, flow, request
 

@@ -2,7 +2,7 @@ from datetime import timedelta
 
 from django.utils import timezone
 
-from obsweb.telemetry.ingest import apply_records
+from obsweb.telemetry.aggregate import apply_records
 from obsweb.telemetry.models import Edge, IngestedBatch, RequestSample, Rollup
 from obsweb.telemetry.tasks import prune_telemetry
 from tests.factories import client_request, now_ns, request

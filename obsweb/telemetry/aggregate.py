@@ -1,0 +1,555 @@
+"""One batch of records, aggregated in memory and then written with a fixed number of statements.
+
+`apply_records(records)` aggregates a batch in memory (one accumulator per row key) and then
+writes each row key once: one query fetches the existing rows (locked, on PostgreSQL), one
+prepared UPDATE adds to them and one prepared INSERT adds the rest. Per-record work is plain
+Python on dicts, so a record costs microseconds and a batch a fixed number of statements.
+
+A record that cannot be used (unknown kind, missing key, wrong type) is counted and skipped,
+never failing its batch.
+"""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Count
+from django.db.models.functions import TruncMinute
+
+from obsweb.fleet.models import Host
+from obsweb.telemetry import histogram
+from obsweb.telemetry.bulk import fetch_in, insert_rows, update_rows
+from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
+from obsweb.telemetry.records import (
+    NS_PER_S,
+    SkippedRecord,
+    _duration,
+    _error,
+    _jsonable,
+    _opt_int,
+    _opt_str,
+    _req_int,
+    _req_str,
+    _text,
+    _ts,
+    to_datetime,
+)
+from probes import schema
+
+NS_PER_MINUTE = 60 * NS_PER_S
+EXTERNAL_PROTOCOL_TCP = "tcp"  # edges built from flow records
+FLOW_EVENT_CLOSE = "close"  # the flow event that carries a connection's final totals
+SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code", "error", "duration_ns",
+                 "trace_id", "span_id", "parent_span_id", "attributes"]  # fmt: skip
+HEARTBEAT_FIELDS = ["last_seen", "agent_version", "kernel", "probes", "events_seen", "events_dropped",
+                    "events_per_s"]  # fmt: skip
+
+
+# Row keys use names, not ids, so aggregation needs no database; ids are resolved once per batch.
+# EndpointKey: (service, protocol, method, route, operation, target)
+# RollupKey: (minute_ns, EndpointKey, status_code)
+# EdgeKey: (minute_ns, source, target, protocol)
+
+
+@dataclass(slots=True)
+class ServiceSeen:
+    last_seen_ns: int = 0
+    protocol: str = ""  # set only by server-side records: the protocol the service serves
+    external: bool = False
+    hosts: set = field(default_factory=set)
+
+
+@dataclass(slots=True)
+class Totals:
+    count: int = 0
+    errors: int = 0
+    request_bytes: int = 0
+    response_bytes: int = 0
+    duration_sum_ns: int = 0
+    histogram: dict = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class SampleCandidate:
+    record: dict
+    ts: int
+    service: str
+    endpoint: tuple | None
+    status_code: int
+    error: bool
+    duration_ns: int
+
+
+@dataclass
+class Applied:
+    """What one `apply_records` call wrote."""
+
+    records: int = 0
+    request_records: int = 0
+    latest_request_ts: int | None = None
+    skipped: Counter = field(default_factory=Counter)  # reason -> records
+    ignored: int = 0  # records deliberately not stored (resource, server-side flows)
+
+
+class Batch:
+    """Accumulates one batch of records per row key; `write()` then stores it."""
+
+    def __init__(self):
+        self.samples_per_minute = settings.SAMPLES_PER_ENDPOINT_MINUTE
+        self.slow_ns = settings.SLOW_REQUEST_MS * 1_000_000
+        self.services: dict[str, ServiceSeen] = {}
+        self.rollups: dict[tuple, Totals] = {}
+        self.edges: dict[tuple, Totals] = {}
+        self.kept: list[SampleCandidate] = []  # errors and slow requests: all of them
+        self.reservoir: dict[tuple, list[SampleCandidate]] = {}  # (EndpointKey, minute_ns) -> a few
+        self.agents: list[dict] = []
+        self.applied = Applied()
+        self._add = {
+            (schema.KIND_REQUEST, schema.SPAN_SERVER): self._add_server_request,
+            (schema.KIND_REQUEST, schema.SPAN_CLIENT): self._add_client_request,
+            (schema.KIND_FLOW, schema.SPAN_CLIENT): self._add_client_flow,
+        }
+
+    def add(self, record: dict) -> None:
+        kind = record.get(schema.KIND)
+        if _not_stored(kind, record):
+            self.applied.ignored += 1
+            return
+        try:
+            if kind == schema.KIND_AGENT:
+                self._add_agent(record)
+            else:
+                add = self._add.get((kind, record.get(schema.SPAN_KIND)))
+                if add is None:
+                    if kind in schema.KINDS:
+                        raise SkippedRecord(f"{kind} record with span.kind {record.get(schema.SPAN_KIND)!r}")
+                    raise SkippedRecord(f"unknown kind {str(kind)[:40]!r}")
+                add(record)
+        except SkippedRecord as exc:
+            self.applied.skipped[str(exc)] += 1
+            return
+        self.applied.records += 1
+
+    def _service(self, name: str, ts: int, host: str | None = None) -> ServiceSeen:
+        seen = self.services.get(name)
+        if seen is None:
+            seen = self.services[name] = ServiceSeen()
+        if ts > seen.last_seen_ns:
+            seen.last_seen_ns = ts
+        if host is not None:
+            seen.hosts.add(host)
+        return seen
+
+    def _target(self, record: dict, ts: int) -> str:
+        """The callee: the resolved peer service, else an external node named `address:port`."""
+        peer = _opt_str(record, schema.PEER_SERVICE)
+        if peer:
+            self._service(peer, 0)  # exists as a service, but was not seen serving in this record
+            return peer
+        address = _req_str(record, schema.SERVER_ADDRESS, 200)
+        port = _req_int(record, schema.SERVER_PORT)
+        name = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+        self._service(name, ts).external = True
+        return name
+
+    def _add_server_request(self, r: dict) -> None:
+        ts = _ts(r)
+        name = _req_str(r, schema.SERVICE)
+        host = _req_str(r, schema.HOST)
+        protocol = _req_str(r, schema.PROTOCOL, 32)
+        duration = _duration(r, schema.DURATION_NS)
+        status = _opt_int(r, schema.HTTP_STATUS) or 0
+        error = _error(r, status)
+        if protocol == schema.PROTO_HTTP:
+            endpoint = (
+                name,
+                protocol,
+                _opt_str(r, schema.HTTP_METHOD, 32),
+                _opt_str(r, schema.HTTP_ROUTE),
+                "",
+                "",
+            )
+        else:
+            target = _opt_str(r, schema.DB_COLLECTION) or _opt_str(r, schema.MESSAGING_DESTINATION)
+            endpoint = (name, protocol, "", "", _opt_str(r, schema.DB_OPERATION, 64), target)
+        request_bytes = _opt_int(r, schema.REQUEST_BYTES) or 0
+        response_bytes = _opt_int(r, schema.RESPONSE_BYTES) or 0
+
+        self._service(name, ts, host).protocol = protocol
+        minute = ts - ts % NS_PER_MINUTE
+        key = (minute, endpoint, status)
+        totals = self.rollups.get(key)
+        if totals is None:
+            totals = self.rollups[key] = Totals()
+        totals.count += 1
+        totals.errors += error
+        totals.request_bytes += request_bytes
+        totals.response_bytes += response_bytes
+        totals.duration_sum_ns += duration
+        histogram.add(totals.histogram, duration)
+        self._note_request(ts)
+
+        if error or status >= 400 or duration > self.slow_ns:
+            self.kept.append(SampleCandidate(r, ts, name, endpoint, status, error, duration))
+        else:
+            few = self.reservoir.setdefault((endpoint, minute), [])
+            if len(few) < self.samples_per_minute:
+                few.append(SampleCandidate(r, ts, name, endpoint, status, error, duration))
+
+    def _add_client_request(self, r: dict) -> None:
+        ts = _ts(r)
+        source = _req_str(r, schema.SERVICE)
+        host = _req_str(r, schema.HOST)
+        protocol = _req_str(r, schema.PROTOCOL, 32)
+        duration = _duration(r, schema.DURATION_NS)
+        status = _opt_int(r, schema.HTTP_STATUS) or 0
+        error = _error(r, status)
+        request_bytes = _opt_int(r, schema.REQUEST_BYTES) or 0
+        response_bytes = _opt_int(r, schema.RESPONSE_BYTES) or 0
+        target = self._target(r, ts)
+
+        self._service(source, ts, host)
+        totals = self._edge(ts, source, target, protocol)
+        totals.count += 1
+        totals.errors += error
+        totals.request_bytes += request_bytes
+        totals.response_bytes += response_bytes
+        totals.duration_sum_ns += duration
+        histogram.add(totals.histogram, duration)
+        self._note_request(ts)
+        # The caller's view of a failing or slow call is kept: for external callees it is the only one.
+        # Ordinary client-side calls are not sampled: the callee's server-side samples stand for them.
+        if error or status >= 400 or duration > self.slow_ns:
+            self.kept.append(SampleCandidate(r, ts, source, None, status, error, duration))
+
+    def _add_client_flow(self, r: dict) -> None:
+        ts = _ts(r)
+        source = _req_str(r, schema.SERVICE)
+        host = _req_str(r, schema.HOST)
+        sent = _req_int(r, schema.FLOW_BYTES_SENT)
+        received = _req_int(r, schema.FLOW_BYTES_RECEIVED)
+        duration = _duration(r, schema.FLOW_DURATION_NS)
+        target = self._target(r, ts)
+
+        self._service(source, ts, host)
+        totals = self._edge(ts, source, target, EXTERNAL_PROTOCOL_TCP)
+        totals.count += 1  # one connection
+        totals.request_bytes += sent
+        totals.response_bytes += received
+        totals.duration_sum_ns += duration
+        histogram.add(totals.histogram, duration)
+
+    def _add_agent(self, r: dict) -> None:
+        _ts(r)
+        _req_str(r, schema.HOST)
+        _req_int(r, schema.AGENT_EVENTS_SEEN)
+        _opt_int(r, schema.AGENT_EVENTS_DROPPED)
+        _opt_int(r, schema.AGENT_RECORDS_DROPPED)
+        _opt_str(r, schema.AGENT_VERSION, 64)
+        _opt_str(r, schema.AGENT_KERNEL, 128)
+        probes = r.get(schema.AGENT_PROBES)
+        if probes is not None and not isinstance(probes, dict):
+            raise SkippedRecord(f"{schema.AGENT_PROBES} is {type(probes).__name__}, not a map")
+        self.agents.append(r)
+
+    def _edge(self, ts: int, source: str, target: str, protocol: str) -> Totals:
+        key = (ts - ts % NS_PER_MINUTE, source, target, protocol)
+        totals = self.edges.get(key)
+        if totals is None:
+            totals = self.edges[key] = Totals()
+        return totals
+
+    def _note_request(self, ts: int) -> None:
+        applied = self.applied
+        applied.request_records += 1
+        if applied.latest_request_ts is None or ts > applied.latest_request_ts:
+            applied.latest_request_ts = ts
+
+    # --- writing ----------------------------------------------------------------------------
+
+    def write(self) -> Applied:
+        """Store the batch: a fixed number of statements per table, whatever the record count."""
+        with transaction.atomic():
+            hosts = _ensure_hosts(
+                {h for seen in self.services.values() for h in seen.hosts}
+                | {r[schema.HOST][:255] for r in self.agents}
+            )
+            services = self._write_services(hosts)
+            endpoints = self._ensure_endpoints(services)
+            self._write_rollups(services, endpoints)
+            self._write_edges(services)
+            self._write_samples(services, endpoints)
+            self._write_agents(hosts)
+        return self.applied
+
+    def _write_services(self, hosts: dict[str, int]) -> dict[str, int]:
+        if not self.services:
+            return {}
+        existing = {s.name: s for s in fetch_in(Service.objects.all(), "name", self.services)}
+        created = [
+            Service(
+                name=name,
+                external=seen.external,
+                protocol=seen.protocol,
+                last_seen=to_datetime(seen.last_seen_ns) if seen.last_seen_ns else None,
+            )
+            for name, seen in self.services.items()
+            if name not in existing
+        ]
+        if created:
+            # Another ingester may create the same service concurrently: ignore, then read the ids.
+            Service.objects.bulk_create(created, ignore_conflicts=True)
+            existing.update(
+                (s.name, s) for s in fetch_in(Service.objects.all(), "name", [s.name for s in created])
+            )
+        changed = []
+        for name, seen in self.services.items():
+            service = existing[name]
+            last_seen = to_datetime(seen.last_seen_ns) if seen.last_seen_ns else None
+            moved = last_seen is not None and (service.last_seen is None or last_seen > service.last_seen)
+            if moved:
+                service.last_seen = last_seen
+            if seen.protocol and seen.protocol != service.protocol:
+                service.protocol = seen.protocol
+                moved = True
+            if moved:
+                changed.append(service)
+        if changed:
+            update_rows(Service, changed, ["last_seen", "protocol"])
+        links = [
+            Service.hosts.through(service_id=existing[name].id, host_id=hosts[h])
+            for name, seen in self.services.items()
+            for h in seen.hosts
+        ]
+        if links:
+            Service.hosts.through.objects.bulk_create(links, ignore_conflicts=True)
+        return {name: service.id for name, service in existing.items()}
+
+    def _ensure_endpoints(self, services: dict[str, int]) -> dict[tuple, int]:
+        wanted = {key[1] for key in self.rollups}
+        if not wanted:
+            return {}
+        service_ids = {services[key[0]] for key in wanted}
+        names = {services[key[0]]: key[0] for key in wanted}
+
+        def fetch(ids):
+            rows = fetch_in(
+                Endpoint.objects.values_list(
+                    "id", "service_id", "protocol", "method", "route", "operation", "target"
+                ),
+                "service_id",
+                ids,
+            )
+            return {(names[row[1]], *row[2:]): row[0] for row in rows}
+
+        known = fetch(service_ids)
+        missing = wanted - known.keys()
+        if missing:
+            Endpoint.objects.bulk_create(
+                [
+                    Endpoint(
+                        service_id=services[service],
+                        protocol=protocol,
+                        method=method,
+                        route=route,
+                        operation=operation,
+                        target=target,
+                    )
+                    for service, protocol, method, route, operation, target in missing
+                ],
+                ignore_conflicts=True,
+            )
+            known = fetch({services[key[0]] for key in missing}) | known
+        return known
+
+    def _write_rollups(self, services: dict[str, int], endpoints: dict[tuple, int]) -> None:
+        if not self.rollups:
+            return
+        rows = fetch_in(
+            Rollup.objects.select_for_update().filter(minute__in={_minute(key[0]) for key in self.rollups}),
+            "endpoint_id",
+            {endpoints[key[1]] for key in self.rollups},
+        )
+        existing = {(row.minute, row.endpoint_id, row.status_code): row for row in rows}
+        updated, created = [], []
+        for (minute_ns, endpoint, status), totals in self.rollups.items():
+            minute, endpoint_id = _minute(minute_ns), endpoints[endpoint]
+            row = existing.get((minute, endpoint_id, status))
+            if row is None:
+                created.append(
+                    (minute, endpoint_id, services[endpoint[0]], status, totals.count, totals.errors,
+                     totals.request_bytes, totals.response_bytes, totals.duration_sum_ns, totals.histogram)
+                )  # fmt: skip
+            else:
+                row.count += totals.count
+                row.errors += totals.errors
+                row.request_bytes += totals.request_bytes
+                row.response_bytes += totals.response_bytes
+                row.duration_sum_ns += totals.duration_sum_ns
+                histogram.merge(row.histogram, totals.histogram)
+                updated.append(row)
+        fields = ["count", "errors", "request_bytes", "response_bytes", "duration_sum_ns", "histogram"]
+        update_rows(Rollup, updated, fields)
+        insert_rows(Rollup, ["minute", "endpoint", "service", "status_code", *fields], created)
+
+    def _write_edges(self, services: dict[str, int]) -> None:
+        if not self.edges:
+            return
+        rows = fetch_in(
+            Edge.objects.select_for_update().filter(minute__in={_minute(key[0]) for key in self.edges}),
+            "source_id",
+            {services[key[1]] for key in self.edges},
+        )
+        existing = {(row.minute, row.source_id, row.target_id, row.protocol): row for row in rows}
+        updated, created = [], []
+        for (minute_ns, source, target, protocol), totals in self.edges.items():
+            key = (_minute(minute_ns), services[source], services[target], protocol)
+            row = existing.get(key)
+            traffic = totals.request_bytes + totals.response_bytes
+            if row is None:
+                created.append(
+                    (*key, totals.count, totals.errors, traffic, totals.duration_sum_ns, totals.histogram)
+                )
+            else:
+                row.count += totals.count
+                row.errors += totals.errors
+                row.bytes += traffic
+                row.duration_sum_ns += totals.duration_sum_ns
+                histogram.merge(row.histogram, totals.histogram)
+                updated.append(row)
+        fields = ["count", "errors", "bytes", "duration_sum_ns", "histogram"]
+        update_rows(Edge, updated, fields)
+        insert_rows(Edge, ["minute", "source", "target", "protocol", *fields], created)
+
+    def _write_samples(self, services: dict[str, int], endpoints: dict[tuple, int]) -> None:
+        chosen = list(self.kept)
+        if self.reservoir:
+            stored = self._reservoir_stored(endpoints)
+            for (endpoint, minute_ns), few in self.reservoir.items():
+                room = self.samples_per_minute - stored.get((endpoints[endpoint], _minute(minute_ns)), 0)
+                chosen.extend(few[: max(room, 0)])
+        insert_rows(
+            RequestSample,
+            SAMPLE_FIELDS,
+            [
+                (
+                    to_datetime(c.ts),
+                    services[c.service],
+                    endpoints[c.endpoint] if c.endpoint else None,
+                    c.record[schema.HOST][:255],
+                    c.record[schema.SPAN_KIND],
+                    c.status_code,
+                    c.error,
+                    c.duration_ns,
+                    _text(c.record.get(schema.TRACE_ID), 32),
+                    _text(c.record.get(schema.SPAN_ID), 16),
+                    _text(c.record.get(schema.PARENT_SPAN_ID), 16),
+                    _jsonable(c.record),
+                )
+                for c in chosen
+            ],
+        )
+
+    def _reservoir_stored(self, endpoints: dict[tuple, int]) -> dict[tuple, int]:
+        """Reservoir samples already stored per (endpoint id, minute), so the bound holds across batches."""
+        minutes = [key[1] for key in self.reservoir]
+        rows = fetch_in(
+            RequestSample.objects.filter(
+                ts__gte=to_datetime(min(minutes)),
+                ts__lt=to_datetime(max(minutes) + NS_PER_MINUTE),
+                error=False,
+                status_code__lt=400,
+                duration_ns__lte=self.slow_ns,
+            )
+            .annotate(minute=TruncMinute("ts", tzinfo=UTC))
+            .values("endpoint_id", "minute")
+            .annotate(n=Count("id"))
+            .values_list("endpoint_id", "minute", "n"),
+            "endpoint_id",
+            {endpoints[key[0]] for key in self.reservoir},
+        )
+        return {(endpoint_id, minute): n for endpoint_id, minute, n in rows}
+
+    def _write_agents(self, hosts: dict[str, int]) -> None:
+        if not self.agents:
+            return
+        rows = {
+            h.name: h for h in Host.objects.filter(id__in={hosts[r[schema.HOST][:255]] for r in self.agents})
+        }
+        changed = {}
+        for r in sorted(self.agents, key=lambda r: r[schema.TS]):
+            host = rows[r[schema.HOST][:255]]
+            if _heartbeat(host, r):
+                changed[host.name] = host
+        update_rows(Host, list(changed.values()), HEARTBEAT_FIELDS)
+
+
+def _not_stored(kind, record: dict) -> bool:
+    """Records that are valid but deliberately not stored (counted as ignored, not as skipped)."""
+    if kind == schema.KIND_RESOURCE:
+        return True  # no model holds per-service resource use yet
+    if kind == schema.KIND_FLOW:
+        # Server-side flows: the client side of the same connection gives the edge when it is
+        # traced, and when only the server side is, its request records still count the traffic.
+        # Events other than close: the close event carries the connection's final totals.
+        return (
+            record.get(schema.SPAN_KIND) == schema.SPAN_SERVER
+            or record.get(schema.FLOW_EVENT, FLOW_EVENT_CLOSE) != FLOW_EVENT_CLOSE
+        )
+    return False
+
+
+def _heartbeat(host: Host, r: dict) -> bool:
+    """Apply one agent heartbeat to `host`; False for one older than what is stored."""
+    ts = r[schema.TS]
+    seen = r[schema.AGENT_EVENTS_SEEN]
+    when = to_datetime(ts)
+    if host.last_seen is not None and when <= host.last_seen:
+        return False
+    if host.last_seen is not None and seen >= host.events_seen:
+        elapsed_s = (when - host.last_seen).total_seconds()
+        host.events_per_s = (seen - host.events_seen) / elapsed_s
+    else:
+        host.events_per_s = 0.0  # first heartbeat, or the worker restarted and its counters did
+    host.last_seen = when
+    host.events_seen = seen
+    host.events_dropped = (r.get(schema.AGENT_EVENTS_DROPPED) or 0) + (
+        r.get(schema.AGENT_RECORDS_DROPPED) or 0
+    )
+    host.agent_version = _opt_str(r, schema.AGENT_VERSION, 64)
+    host.kernel = _opt_str(r, schema.AGENT_KERNEL, 128)
+    host.probes = _jsonable(r.get(schema.AGENT_PROBES) or {})
+    return True
+
+
+def _ensure_hosts(names: set[str]) -> dict[str, int]:
+    if not names:
+        return {}
+    known = dict(fetch_in(Host.objects.values_list("name", "id"), "name", names))
+    missing = names - known.keys()
+    if missing:
+        Host.objects.bulk_create([Host(name=name) for name in missing], ignore_conflicts=True)
+        known.update(fetch_in(Host.objects.values_list("name", "id"), "name", missing))
+    return known
+
+
+_minutes: dict[int, datetime] = {}
+
+
+def _minute(minute_ns: int) -> datetime:
+    dt = _minutes.get(minute_ns)
+    if dt is None:
+        if len(_minutes) > 10_000:
+            _minutes.clear()
+        dt = _minutes[minute_ns] = to_datetime(minute_ns)
+    return dt
+
+
+def apply_records(records) -> Applied:
+    """Aggregate and store `records` (an iterable of dicts) in one transaction."""
+    batch = Batch()
+    for record in records:
+        batch.add(record)
+    return batch.write()

@@ -1,0 +1,102 @@
+"""What makes a stream record usable: reading its fields, checked and coerced to what the rows store.
+
+Records arrive over msgpack from agents on many hosts: any field may be missing, of the wrong
+type, too long for its column or out of range. The readers here return the value or raise
+`SkippedRecord` with the reason, so one bad record is counted and skipped, never failing its batch.
+"""
+
+from datetime import UTC, datetime, timedelta
+
+from probes import schema
+
+NS_PER_S = 10**9
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A ts outside 2000..2100 is a corrupt record, and would overflow datetime well before 2**63.
+TS_MIN = 946_684_800 * NS_PER_S
+TS_MAX = 4_102_444_800 * NS_PER_S
+
+
+class SkippedRecord(Exception):
+    """A record the ingester cannot use; the message is the reason, logged once per minute."""
+
+
+def _req_int(record: dict, key: str) -> int:
+    value = record.get(key)
+    if type(value) is not int:  # not isinstance: a bool is an int
+        if value is None:
+            raise SkippedRecord(f"missing {key}")
+        raise SkippedRecord(f"{key} is {type(value).__name__}, not int")
+    return value
+
+
+def _opt_int(record: dict, key: str) -> int | None:
+    value = record.get(key)
+    if value is None or type(value) is int:
+        return value
+    raise SkippedRecord(f"{key} is {type(value).__name__}, not int")
+
+
+def _req_str(record: dict, key: str, max_length: int = 255) -> str:
+    value = record.get(key)
+    if type(value) is not str or not value:
+        if value is None or value == "":
+            raise SkippedRecord(f"missing {key}")
+        raise SkippedRecord(f"{key} is {type(value).__name__}, not str")
+    return value[:max_length]
+
+
+def _opt_str(record: dict, key: str, max_length: int = 255) -> str:
+    """The value, cut to the column's length (a longer one would fail the batch on PostgreSQL), or ""."""
+    value = record.get(key)
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise SkippedRecord(f"{key} is {type(value).__name__}, not str")
+    return value[:max_length]
+
+
+def _ts(record: dict) -> int:
+    ts = _req_int(record, schema.TS)
+    if not TS_MIN <= ts < TS_MAX:
+        raise SkippedRecord(f"{schema.TS} {ts} is not a time between 2000 and 2100")
+    return ts
+
+
+def _duration(record: dict, key: str) -> int:
+    duration = _req_int(record, key)
+    if duration < 0:
+        raise SkippedRecord(f"{key} is negative")
+    return duration
+
+
+def to_datetime(ts_ns: int) -> datetime:
+    return EPOCH + timedelta(microseconds=ts_ns // 1000)
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _jsonable(value):
+    """Records are redacted on the host, but msgpack may still carry raw bytes: store them as text."""
+    if isinstance(value, dict) and all(type(v) in _PLAIN for v in value.values()):
+        return value  # the common case, checked without copying
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="replace")
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def _error(record: dict, status: int) -> bool:
+    error = record.get(schema.ERROR)
+    if error is None:
+        return schema.is_error_status(status)
+    if type(error) is not bool:
+        raise SkippedRecord(f"{schema.ERROR} is {type(error).__name__}, not bool")
+    return error
+
+
+def _text(value, max_length: int) -> str:
+    return value[:max_length] if isinstance(value, str) else ""
