@@ -3,6 +3,7 @@ import signal
 import threading
 import time
 
+import msgpack
 import pytest
 import redis
 from asgiref.sync import async_to_sync
@@ -248,6 +249,22 @@ def test_bad_records_are_skipped_without_failing_their_batch(stream):
 
     assert rollup().count == 1
     assert (ingester.stats.records, ingester.stats.skipped) == (1, 6)
+    assert pending(stream) == 0
+
+
+def test_odd_values_a_sender_may_pack_are_stored_as_json(stream):
+    """msgpack allows bytes keys, NaN and extension types; none of them may stop the ingester."""
+    ingester = Ingester(stream, "test-1")
+    ingester.ensure_group()
+    odd = request(error=True, **{"http.response.status_code": 500})
+    odd.update({b"raw-key": b"\xff", "nan": float("nan"), "ext": msgpack.ExtType(5, b"x")})
+    stream.xadd(schema.RECORDS_STREAM, {schema.RECORDS_FIELD: msgpack.packb([odd], use_bin_type=True)})
+    ingester.process(ingester.read(block_ms=None))
+
+    sample = RequestSample.objects.get()
+    assert sample.attributes["raw-key"] == "\ufffd"
+    assert sample.attributes["nan"] is None
+    assert sample.attributes["ext"] == [5, "x"]  # ExtType is a named tuple
     assert pending(stream) == 0
 
 

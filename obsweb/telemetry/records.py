@@ -5,6 +5,7 @@ type, too long for its column or out of range. The readers here return the value
 `SkippedRecord` with the reason, so one bad record is counted and skipped, never failing its batch.
 """
 
+import math
 from datetime import UTC, datetime, timedelta
 
 from probes import schema
@@ -77,16 +78,27 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _jsonable(value):
-    """Records are redacted on the host, but msgpack may still carry raw bytes: store them as text."""
-    if isinstance(value, dict) and all(type(v) in _PLAIN for v in value.values()):
-        return value  # the common case, checked without copying
+    """Records are redacted on the host, but msgpack may still carry raw bytes, bytes keys, NaN or
+    extension types: store them as JSON every database accepts, whatever a sender put there."""
+    if isinstance(value, dict):
+        if all(type(k) is str and type(v) in _PLAIN for k, v in value.items()) and not any(
+            type(v) is float and not math.isfinite(v) for v in value.values()
+        ):
+            return value  # the common case, checked without copying
+        return {_key(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace")
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
-    return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if type(value) in _PLAIN:
+        return value
+    return str(value)
+
+
+def _key(key) -> str:
+    return key.decode("utf-8", errors="replace") if isinstance(key, bytes) else str(key)
 
 
 def _error(record: dict, status: int) -> bool:
