@@ -241,6 +241,7 @@ def test_bad_records_are_skipped_without_failing_their_batch(stream):
             request(duration_ns="slow"),
             request(error="yes"),
             request(ts=12),
+            request(**{"response.bytes": -5}),
             {"no kind": True},
             request(),
         ],
@@ -248,7 +249,7 @@ def test_bad_records_are_skipped_without_failing_their_batch(stream):
     ingester.process(ingester.read(block_ms=None))
 
     assert rollup().count == 1
-    assert (ingester.stats.records, ingester.stats.skipped) == (1, 6)
+    assert (ingester.stats.records, ingester.stats.skipped) == (1, 7)
     assert pending(stream) == 0
 
 

@@ -25,9 +25,10 @@ from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Servi
 from obsweb.telemetry.records import (
     NS_PER_S,
     SkippedRecord,
-    _duration,
+    _amount,
     _error,
     _jsonable,
+    _opt_amount,
     _opt_int,
     _opt_str,
     _req_int,
@@ -159,7 +160,7 @@ class Batch:
         name = _req_str(r, schema.SERVICE)
         host = _req_str(r, schema.HOST)
         protocol = _req_str(r, schema.PROTOCOL, 32)
-        duration = _duration(r, schema.DURATION_NS)
+        duration = _amount(r, schema.DURATION_NS)
         status = _opt_int(r, schema.HTTP_STATUS) or 0
         error = _error(r, status)
         if protocol == schema.PROTO_HTTP:
@@ -174,8 +175,8 @@ class Batch:
         else:
             target = _opt_str(r, schema.DB_COLLECTION) or _opt_str(r, schema.MESSAGING_DESTINATION)
             endpoint = (name, protocol, "", "", _opt_str(r, schema.DB_OPERATION, 64), target)
-        request_bytes = _opt_int(r, schema.REQUEST_BYTES) or 0
-        response_bytes = _opt_int(r, schema.RESPONSE_BYTES) or 0
+        request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
+        response_bytes = _opt_amount(r, schema.RESPONSE_BYTES)
 
         self._service(name, ts, host).protocol = protocol
         minute = ts - ts % NS_PER_MINUTE
@@ -203,11 +204,11 @@ class Batch:
         source = _req_str(r, schema.SERVICE)
         host = _req_str(r, schema.HOST)
         protocol = _req_str(r, schema.PROTOCOL, 32)
-        duration = _duration(r, schema.DURATION_NS)
+        duration = _amount(r, schema.DURATION_NS)
         status = _opt_int(r, schema.HTTP_STATUS) or 0
         error = _error(r, status)
-        request_bytes = _opt_int(r, schema.REQUEST_BYTES) or 0
-        response_bytes = _opt_int(r, schema.RESPONSE_BYTES) or 0
+        request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
+        response_bytes = _opt_amount(r, schema.RESPONSE_BYTES)
         target = self._target(r, ts)
 
         self._service(source, ts, host)
@@ -228,9 +229,9 @@ class Batch:
         ts = _ts(r)
         source = _req_str(r, schema.SERVICE)
         host = _req_str(r, schema.HOST)
-        sent = _req_int(r, schema.FLOW_BYTES_SENT)
-        received = _req_int(r, schema.FLOW_BYTES_RECEIVED)
-        duration = _duration(r, schema.FLOW_DURATION_NS)
+        sent = _amount(r, schema.FLOW_BYTES_SENT)
+        received = _amount(r, schema.FLOW_BYTES_RECEIVED)
+        duration = _amount(r, schema.FLOW_DURATION_NS)
         target = self._target(r, ts)
 
         self._service(source, ts, host)

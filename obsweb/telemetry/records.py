@@ -63,11 +63,17 @@ def _ts(record: dict) -> int:
     return ts
 
 
-def _duration(record: dict, key: str) -> int:
-    duration = _req_int(record, key)
-    if duration < 0:
+def _amount(record: dict, key: str) -> int:
+    """A duration, byte or event count: required, and never negative (it would shrink totals)."""
+    amount = _req_int(record, key)
+    if amount < 0:
         raise SkippedRecord(f"{key} is negative")
-    return duration
+    return amount
+
+
+def _opt_amount(record: dict, key: str) -> int:
+    """Like _amount, 0 when absent."""
+    return _amount(record, key) if record.get(key) is not None else 0
 
 
 def to_datetime(ts_ns: int) -> datetime:
