@@ -105,6 +105,7 @@ struct http_event {
     u64 resp_ns;
     struct addr laddr;
     struct addr raddr;
+    char comm[16];            /* names short-lived processes gone before user space looks */
     u8 req[MAX_REQ];
     u8 resp[MAX_RESP];
 };
@@ -123,6 +124,7 @@ struct flow_event {
     u64 bytes_recv;
     struct addr laddr;
     struct addr raddr;
+    char comm[16];
 };
 
 BPF_RINGBUF_OUTPUT(events, __RINGBUF_PAGES__);
@@ -367,6 +369,7 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     e->resp_ns = now;
     e->laddr = c->laddr;
     e->raddr = c->raddr;
+    bpf_get_current_comm(e->comm, sizeof(e->comm));
     e->req_len = 0;
     struct req_buf *rb = req_bufs.lookup(&key);
     if (rb) {
@@ -494,6 +497,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         e->bytes_recv = c->bytes_recv;
         e->laddr = c->laddr;
         e->raddr = c->raddr;
+        bpf_get_current_comm(e->comm, sizeof(e->comm));
         events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
     } else {
         count(CNT_FLOWS_LOST);

@@ -163,21 +163,23 @@ class ServiceNames:
     def __init__(self, sockets: SocketTable, proc: Path = PROC):
         self.sockets = sockets
         self.proc = proc
-        self._cache: dict[int, tuple[float, str]] = {}  # pid -> (resolved at, name)
+        self._cache: dict[int, tuple[float, str, str]] = {}  # pid -> (resolved at, name, comm)
 
-    def name_for(self, pid: int) -> str:
+    def name_for(self, pid: int, comm: str = "") -> str:
+        """The service name of `pid`. `comm` is what the kernel saw when the event happened: it
+        names processes that exited before we looked, and tells a reused pid from the old one."""
         cached = self._cache.get(pid)
         now = time.monotonic()
-        if cached and now - cached[0] < NAME_TTL_S:
+        if cached and now - cached[0] < NAME_TTL_S and (not comm or cached[2] == comm):
             return cached[1]
         name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
         if not name:
-            comm = comm_of(pid, self.proc) or f"pid-{pid}"
+            base = comm_of(pid, self.proc) or comm or f"pid-{pid}"
             ports = self.sockets.listen_ports_of(pid)
-            name = f"{comm}:{min(ports)}" if ports else comm
+            name = f"{base}:{min(ports)}" if ports else base
         if len(self._cache) > 50_000:  # pids churn; never grow without bound
             self._cache.clear()
-        self._cache[pid] = (now, name)
+        self._cache[pid] = (now, name, comm)
         return name
 
     def learn_server_port(self, pid: int, port: int) -> None:

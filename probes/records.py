@@ -85,7 +85,7 @@ class RecordBuilder:
         self.skipped += 1
         self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
 
-    def _local_ends(self, pid: int, laddr, raddr, role: int) -> dict | None:
+    def _local_ends(self, pid: int, comm: bytes, laddr, raddr, role: int) -> dict | None:
         local, remote = format_addr(laddr), format_addr(raddr)
         if remote is None:
             return None
@@ -94,7 +94,7 @@ class RecordBuilder:
         if role == ROLE_SERVER and server[1]:
             self.names.learn_server_port(pid, server[1])
         return {
-            schema.SERVICE: self.names.name_for(pid),
+            schema.SERVICE: self.names.name_for(pid, comm.decode("utf-8", "replace")),
             schema.SPAN_KIND: SPAN_KINDS.get(role, schema.SPAN_CLIENT),
             schema.SERVER_ADDRESS: server[0],
             schema.SERVER_PORT: server[1],
@@ -120,7 +120,7 @@ class RecordBuilder:
         if request is None or response is None:
             self._skip("unparseable http head")
             return None
-        ends = self._local_ends(event.pid, event.laddr, event.raddr, event.role)
+        ends = self._local_ends(event.pid, event.comm, event.laddr, event.raddr, event.role)
         if ends is None:
             self._skip("unknown peer address")
             return None
@@ -173,7 +173,7 @@ class RecordBuilder:
         return fields
 
     def flow(self, event: FlowEvent) -> dict | None:
-        ends = self._local_ends(event.pid, event.laddr, event.raddr, event.role)
+        ends = self._local_ends(event.pid, event.comm, event.laddr, event.raddr, event.role)
         if ends is None:
             return None  # a socket we never learned the peer of (not TCP, or UDP connect)
         if event.role == ROLE_SERVER and ends[schema.CLIENT_PORT] in self.sockets.own_ports:

@@ -62,6 +62,7 @@ class HttpEvent(ctypes.Structure):
         ("resp_ns", ctypes.c_uint64),
         ("laddr", Addr),
         ("raddr", Addr),
+        ("comm", ctypes.c_char * 16),
         ("req", ctypes.c_char * MAX_REQ),
         ("resp", ctypes.c_char * MAX_RESP),
     ]
@@ -82,6 +83,7 @@ class FlowEvent(ctypes.Structure):
         ("bytes_recv", ctypes.c_uint64),
         ("laddr", Addr),
         ("raddr", Addr),
+        ("comm", ctypes.c_char * 16),
     ]
 
 
