@@ -100,6 +100,21 @@
     cliponaxis: false,
   };
 
+  // Past a dozen arrows their labels pile up into an unreadable block: show each arrow's
+  // numbers on hover of a small dot at its middle instead.
+  var MAX_INLINE_LABELS = 12;
+  var inlineLabels = data.edges.length <= MAX_INLINE_LABELS;
+  var edgeDotTrace = {
+    type: "scatter",
+    mode: "markers",
+    x: data.edges.map(function (a) { return a.label_x; }),
+    y: data.edges.map(function (a) { return a.label_y; }),
+    hovertext: data.edges.map(arrowHover),
+    hoverinfo: "text",
+    marker: { size: 7, color: EDGE },
+    cliponaxis: false,
+  };
+
   var xs = data.nodes.map(function (n) { return n.x; });
   var ys = data.nodes.map(function (n) { return n.y; });
   var pad = 0.5;
@@ -117,10 +132,11 @@
       scaleanchor: "x",
     }, axis),
     annotations: data.edges.map(arrowLine)
-      .concat(data.edges.map(arrowLabel))
+      .concat(inlineLabels ? data.edges.map(arrowLabel) : [])
       .concat(data.nodes.map(nodeLabel)),
     hoverlabel: { bgcolor: "#ffffff", bordercolor: "#d0d7de", font: { color: TEXT } },
   };
 
-  window.Plotly.newPlot(container, [nodeTrace], layout, { displayModeBar: false, responsive: true });
+  var traces = inlineLabels ? [nodeTrace] : [edgeDotTrace, nodeTrace];
+  window.Plotly.newPlot(container, traces, layout, { displayModeBar: false, responsive: true });
 })();
