@@ -100,7 +100,7 @@ class Agent:
         return {
             "events_seen": kernel["http_exchanges"] + kernel["flows"],
             "events_dropped": kernel["events_lost"] + kernel["flows_lost"],
-            "events_skipped": self.builder.skipped + self.trace.malformed_events,
+            "events_skipped": self.builder.skipped + self.trace.malformed_events + self.trace.callback_errors,
             "records_dropped": self.publisher.dropped,
             "records_published": self.publisher.published,
             "records_buffered": self.publisher.buffered,
@@ -120,9 +120,7 @@ class Agent:
             schema.AGENT_EVENTS_DROPPED: stats["events_dropped"],
             schema.AGENT_EVENTS_SKIPPED: stats["events_skipped"],
             schema.AGENT_RECORDS_DROPPED: stats["records_dropped"],
-            schema.AGENT_LAG_S: max(0.0, time.monotonic() - self.publisher.current_started)
-            if self.publisher.buffered
-            else 0.0,
+            schema.AGENT_LAG_S: self.publisher.lag_s(),
         }
         self.publisher.add(record)
         try:

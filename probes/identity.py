@@ -106,7 +106,8 @@ class SocketTable:
             for inode in socket_inodes_of(pid, self.proc):
                 port = listening.get(inode)
                 if port is not None:
-                    by_port.setdefault(port, pid)  # inherited sockets: the first (parent) wins
+                    # Inherited sockets (nginx workers): the lowest pid, usually the parent, owns it.
+                    by_port[port] = min(pid, by_port.get(port, pid))
         me = os.getpid()
         self.own_ports = {local_port_of[i] for i in socket_inodes_of(me, self.proc) if i in local_port_of}
         self.local_ips = {s.local[0] for s in sockets if s.local[0] not in ("0.0.0.0", "::")}
@@ -163,14 +164,15 @@ class ServiceNames:
     def __init__(self, sockets: SocketTable, proc: Path = PROC):
         self.sockets = sockets
         self.proc = proc
-        self._cache: dict[int, tuple[float, str, str]] = {}  # pid -> (resolved at, name, comm)
+        self._cache: dict[int, tuple[float, str]] = {}  # pid -> (resolved at, name)
 
     def name_for(self, pid: int, comm: str = "") -> str:
-        """The service name of `pid`. `comm` is what the kernel saw when the event happened: it
-        names processes that exited before we looked, and tells a reused pid from the old one."""
+        """The service name of `pid`. `comm` is the kernel's name of the thread that made the
+        event: it names a process that exited before we looked (else /proc is preferred, since a
+        thread's name is not its process's)."""
         cached = self._cache.get(pid)
         now = time.monotonic()
-        if cached and now - cached[0] < NAME_TTL_S and (not comm or cached[2] == comm):
+        if cached and now - cached[0] < NAME_TTL_S:
             return cached[1]
         name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
         if not name:
@@ -179,7 +181,7 @@ class ServiceNames:
             name = f"{base}:{min(ports)}" if ports else base
         if len(self._cache) > 50_000:  # pids churn; never grow without bound
             self._cache.clear()
-        self._cache[pid] = (now, name, comm)
+        self._cache[pid] = (now, name)
         return name
 
     def learn_server_port(self, pid: int, port: int) -> None:

@@ -31,8 +31,11 @@ class Publisher:
         self.dropped = 0
         self.last_failure = 0.0
         self.redis_up = True
+        self.oldest_unsent_at: float | None = None  # when the oldest record not yet in Redis came
 
     def add(self, record: dict) -> None:
+        if self.oldest_unsent_at is None:
+            self.oldest_unsent_at = time.monotonic()
         if not self.current:
             self.current_started = time.monotonic()
         self.current.append(record)
@@ -78,8 +81,13 @@ class Publisher:
             self.last_failure = time.monotonic()
             return
         self.redis_up = True
+        self.oldest_unsent_at = self.current_started if self.current else None
         if had_failed:
             log.info("Redis is back; buffered records sent")
+
+    def lag_s(self) -> float:
+        """How long the oldest record not yet in Redis has waited (0 when none waits)."""
+        return 0.0 if self.oldest_unsent_at is None else time.monotonic() - self.oldest_unsent_at
 
     @property
     def buffered(self) -> int:

@@ -5,6 +5,7 @@ target and the normalized route: Authorization, Cookie and request bodies stay h
 """
 
 import ipaddress
+import re
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +30,8 @@ TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
 MEMO_LIMIT = 4096  # distinct request / response prefixes remembered
 MISSING = object()
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
+NO_BODY_STATUSES = (204, 304)  # and every 1xx, and any answer to HEAD (RFC 9110 6.4.1)
 
 
 def monotonic_to_epoch_offset_ns() -> int:
@@ -37,19 +40,20 @@ def monotonic_to_epoch_offset_ns() -> int:
 
 
 def parse_traceparent(value: str | None) -> tuple[str, str] | None:
-    """(trace_id, parent span id) from a W3C traceparent header, or None when malformed."""
-    if not value:
+    """(trace_id, parent span id) from a W3C traceparent header, or None when malformed.
+
+    Version 00 has exactly four fields; a later version is read by its first four (W3C says a
+    parser SHOULD); version ff and all-zero ids are invalid.
+    """
+    match = _TRACEPARENT.fullmatch(value.strip()) if value else None
+    if not match:
         return None
-    parts = value.strip().split("-")
-    if len(parts) < 4 or parts[0] != TRACEPARENT_VERSION or len(parts[1]) != 32 or len(parts[2]) != 16:
+    version, trace_id, parent, _flags, rest = match.groups()
+    if version == "ff" or (version == TRACEPARENT_VERSION and rest):
         return None
-    try:
-        int(parts[1], 16), int(parts[2], 16)
-    except ValueError:
+    if trace_id == "0" * 32 or parent == "0" * 16:
         return None
-    if parts[1] == "0" * 32 or parts[2] == "0" * 16:
-        return None
-    return parts[1], parts[2]
+    return trace_id, parent
 
 
 def exchange_trace_id(event) -> str:
@@ -60,6 +64,19 @@ def exchange_trace_id(event) -> str:
 
 def exchange_span_id(event) -> str:
     return f"{(event.req_ns ^ (event.pid << 40) ^ (event.fd << 20) ^ event.tid) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def response_bytes(method: str, response: tuple, first_syscall_bytes: int) -> int:
+    """The response's size on the wire: head plus Content-Length when both are known, else what
+    its first syscall moved (which holds at least the head, and the body when small)."""
+    status, header_bytes, truncated, content_length = response
+    if method == "HEAD" or status < 200 or status in NO_BODY_STATUSES:
+        content_length = 0
+    if content_length is None:
+        return first_syscall_bytes
+    if truncated:  # the capture cut the head: it is longer than what we read
+        return max(first_syscall_bytes, header_bytes + content_length)
+    return header_bytes + content_length
 
 
 def _remember(memo: dict, key: bytes, value) -> None:
@@ -106,13 +123,19 @@ class RecordBuilder:
 
     def peer_service(self, ip: str, port: int) -> str | None:
         """The service behind a local listening port, when the callee runs on this host."""
-        try:
-            if not (ipaddress.ip_address(ip).is_loopback or ip in self.sockets.local_ips):
-                return None
-        except ValueError:
+        if not self._is_local(ip):
             return None
         pid = self.sockets.owner_of_port(port)
         return self.names.name_for(pid) if pid is not None else None
+
+    def _is_local(self, ip: str) -> bool:
+        try:
+            return ipaddress.ip_address(ip).is_loopback or ip in self.sockets.local_ips
+        except ValueError:
+            return False
+
+    def _is_own_socket(self, ip: str, port: int) -> bool:
+        return port in self.sockets.own_ports and self._is_local(ip)
 
     def http(self, event: HttpEvent) -> dict | None:
         request = self._request_fields(bytes(event.req[: event.req_len]))
@@ -124,8 +147,7 @@ class RecordBuilder:
         if ends is None:
             self._skip("unknown peer address")
             return None
-        status, header_bytes, content_length = response
-        response_bytes = event.resp_bytes if content_length is None else header_bytes + content_length
+        status = response[0]
         trace_id, parent = request.pop(TRACEPARENT_KEY) or (exchange_trace_id(event), "")
         return {
             schema.KIND: schema.KIND_REQUEST,
@@ -138,7 +160,7 @@ class RecordBuilder:
             schema.ERROR: schema.is_error_status(status),
             schema.DURATION_NS: max(0, event.resp_ns - event.req_ns),
             schema.REQUEST_BYTES: event.req_bytes,
-            schema.RESPONSE_BYTES: response_bytes,
+            schema.RESPONSE_BYTES: response_bytes(request[schema.HTTP_METHOD], response, event.resp_bytes),
             schema.TLS: False,
             schema.TRACE_ID: trace_id,
             schema.SPAN_ID: exchange_span_id(event),
@@ -162,13 +184,15 @@ class RecordBuilder:
             _remember(self._request_memo, prefix, fields)
         return dict(fields) if fields else None
 
-    def _response_fields(self, prefix: bytes) -> tuple[int, int, int | None] | None:
-        """(status, head bytes, Content-Length or None), memoized like requests."""
+    def _response_fields(self, prefix: bytes) -> tuple[int, int, bool, int | None] | None:
+        """(status, head bytes read, head cut by the capture, Content-Length or None), memoized."""
         fields = self._response_memo.get(prefix, MISSING)
         if fields is MISSING:
             head = http1.read_response_head(prefix)
             length = head.headers.get("content-length", "") if head else ""
-            fields = head and (head.status, head.header_bytes, int(length) if length.isdigit() else None)
+            # isascii: str.isdigit() also accepts "²" and other digits int() refuses or misreads.
+            content_length = int(length) if length.isascii() and length.isdigit() else None
+            fields = head and (head.status, head.header_bytes, head.truncated, content_length)
             _remember(self._response_memo, prefix, fields)
         return fields
 
@@ -176,7 +200,9 @@ class RecordBuilder:
         ends = self._local_ends(event.pid, event.comm, event.laddr, event.raddr, event.role)
         if ends is None:
             return None  # a socket we never learned the peer of (not TCP, or UDP connect)
-        if event.role == ROLE_SERVER and ends[schema.CLIENT_PORT] in self.sockets.own_ports:
+        if event.role == ROLE_SERVER and self._is_own_socket(
+            ends[schema.CLIENT_ADDRESS], ends[schema.CLIENT_PORT]
+        ):
             return None  # Redis serving this worker: the worker never reports itself
         return {
             schema.KIND: schema.KIND_FLOW,

@@ -114,6 +114,7 @@ class SocketTrace:
         self.on_flow = on_flow
         self.bpf = None
         self.malformed_events = 0
+        self.callback_errors = 0  # a bug turning one event into a record; logged, never fatal
         self.events_received = 0
 
     def attach(self) -> None:
@@ -144,14 +145,22 @@ class SocketTrace:
         return self.events_received - before
 
     def _on_event(self, _ctx, data, size) -> None:
+        # An exception here would only be printed by ctypes and the event silently lost.
         self.events_received += 1
         kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8))[0]
-        if kind == EV_HTTP and size >= ctypes.sizeof(HttpEvent):
-            self.on_http(HttpEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(HttpEvent))))
-        elif kind == EV_FLOW and size >= ctypes.sizeof(FlowEvent):
-            self.on_flow(FlowEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(FlowEvent))))
-        else:
-            self.malformed_events += 1
+        try:
+            if kind == EV_HTTP and size >= ctypes.sizeof(HttpEvent):
+                self.on_http(HttpEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(HttpEvent))))
+            elif kind == EV_FLOW and size >= ctypes.sizeof(FlowEvent):
+                self.on_flow(FlowEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(FlowEvent))))
+            else:
+                self.malformed_events += 1
+        except Exception:
+            self.callback_errors += 1
+            if self.callback_errors == 1 or self.callback_errors % 10_000 == 0:
+                log.exception(
+                    "event %d of kind %d could not be turned into a record", self.callback_errors, kind
+                )
 
     def counters(self) -> dict[str, int]:
         """Exact kernel-side totals since attach, summed over CPUs."""
