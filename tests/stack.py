@@ -58,6 +58,7 @@ class Stack:
     token: str = ""
     host_name: str = "e2e-host"
     procs: list = field(default_factory=list)
+    named: dict = field(default_factory=dict)  # name given to spawn() -> process
 
     @property
     def web(self) -> str:
@@ -75,6 +76,7 @@ class Stack:
         log = open(self.tmp / f"{name}.log", "wb")
         proc = subprocess.Popen(args, cwd=REPO, env=env or self.env, stdout=log, stderr=subprocess.STDOUT)
         self.procs.append(proc)
+        self.named[name] = proc
         return proc
 
     def log(self, name: str) -> str:
