@@ -85,6 +85,9 @@ PID = "pid"
 TID = "tid"
 PEER_SERVICE = "peer.service"
 ERROR = "error"  # bool: 5xx or a protocol-level error
+ERROR_TYPE = "error.type"  # short class of the error: "500", SQLSTATE "42P01", Redis "WRONGTYPE"
+DB_RESPONSE_STATUS = "db.response.status_code"  # SQLSTATE, MySQL error number, Mongo code
+REQUEST_COUNT = "request.count"  # operations one record stands for (pipelined ones); absent means 1
 # flow records (plus SERVICE, SPAN_KIND, addresses, PID):
 FLOW_EVENT = "flow.event"  # "close"
 FLOW_BYTES_SENT = "flow.bytes_sent"
