@@ -9,10 +9,12 @@
  * Why this shape:
  * - Every read() on the host enters here, so the entry probes do one map lookup
  *   (is this fd a socket we track?) and leave; only tracked sockets pay more.
- * - HTTP/1 is recognised from the first bytes and paired in the kernel: the
- *   request prefix waits in `req_bufs` until the response's first write, then
+ * - The protocol (HTTP/1, PostgreSQL, MySQL, Redis, MongoDB, Kafka) is recognised
+ *   from a connection's first bytes and exchanges are paired in the kernel: the
+ *   request prefix waits in `req_bufs` until the response's first bytes, then
  *   one event carries both, with both timestamps taken at the syscall. User
  *   space never pairs, so a dropped event never mispairs the next one.
+ *   Connections of any other protocol are counted (bytes) but never captured.
  * - Events are submitted with BPF_RB_NO_WAKEUP; the worker polls the ring
  *   buffer on a timer. Waking user space per event halves nginx's throughput.
  * - Totals (bytes, exchanges per connection, events lost) live in maps and
@@ -20,8 +22,10 @@
  *
  * Caveats (best effort, counted rather than hidden):
  * - Only the first iovec of readv/writev/recvmsg/sendmsg is inspected.
- * - A request pending when the next one arrives (pipelining) is replaced and
- *   counted in CNT_UNANSWERED; interim 1xx responses do not end an exchange.
+ * - HTTP: a request pending when the next one arrives (pipelining) is replaced
+ *   and counted in CNT_UNANSWERED; interim 1xx responses do not end an exchange.
+ *   Other protocols: requests sent while one is pending join it (its bytes), so a
+ *   pipeline is one exchange whose capture holds its first commands.
  * - Sockets opened before the worker started are seeded from /proc by user space.
  * - Local address of an accepted socket comes from the handshake's state change
  *   keyed by the peer; when the app passes no sockaddr to accept, user space
@@ -31,13 +35,23 @@
 #include "common.h"
 
 #define SELF_TGID __SELF_TGID__           /* the worker never traces itself */
-#define MAX_REQ 512                       /* request prefix: line + most headers */
+#define MAX_REQ 1024                      /* request prefix: HTTP head, SQL text up to 1 KiB */
 #define MAX_RESP 256                      /* response prefix: status + length headers */
 #define MAX_CONNS 65536
-#define MAX_PENDING 16384                 /* connections with a request in flight */
+#define MAX_PENDING 8192                  /* connections with a request in flight (8 MiB) */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SERVER = 1, ROLE_CLIENT = 2 };
-enum proto { PROTO_UNKNOWN = 0, PROTO_HTTP = 1, PROTO_OTHER = 2 };
+/* Mirrored in probes/programs/socket_trace.py PROTOCOLS. */
+enum proto {
+    PROTO_UNKNOWN = 0,
+    PROTO_HTTP = 1,
+    PROTO_OTHER = 2,      /* not a protocol we parse: bytes counted, nothing captured */
+    PROTO_POSTGRES = 3,
+    PROTO_MYSQL = 4,
+    PROTO_REDIS = 5,
+    PROTO_MONGODB = 6,
+    PROTO_KAFKA = 7,
+};
 enum event_type { EV_HTTP = 1, EV_FLOW = 2 };
 enum io_kind { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2 };
 enum direction { DIR_IN = 0, DIR_OUT = 1 };
@@ -95,7 +109,8 @@ struct http_event {
     u8 role;
     u16 req_len;              /* bytes captured in req[] */
     u16 resp_len;             /* bytes captured in resp[] */
-    u16 pad;
+    u8 proto;
+    u8 pad;
     u32 pid;
     u32 tid;
     u32 fd;
@@ -332,6 +347,64 @@ static __always_inline bool is_http_response(const u8 *h) {
            h[6] == '.';
 }
 
+static __always_inline u32 be32(const u8 *p) {
+    return ((u32)p[0] << 24) | ((u32)p[1] << 16) | ((u32)p[2] << 8) | p[3];
+}
+
+static __always_inline u32 le32(const u8 *p) {
+    return ((u32)p[3] << 24) | ((u32)p[2] << 16) | ((u32)p[1] << 8) | p[0];
+}
+
+/* The protocol of a connection from its first message. `request` says the bytes went from
+ * client to server; `len` is what the syscall moved. Each test needs the message's own framing
+ * to agree with the syscall, so random binary rarely passes; what fails them is PROTO_OTHER. */
+static __always_inline u8 classify(const u8 *h, long len, bool request) {
+    if (is_http_request(h) || is_http_response(h))
+        return PROTO_HTTP;
+    if (!request) {
+        /* MySQL/MariaDB: the server speaks first, a v10 greeting in packet 0. */
+        u32 plen = h[0] | (h[1] << 8) | (h[2] << 16);
+        if (h[3] == 0 && h[4] == 10 && plen + 4 <= len)
+            return PROTO_MYSQL;
+        return PROTO_OTHER;
+    }
+    /* PostgreSQL: StartupMessage v3.0, SSLRequest or GSSENCRequest, length first. */
+    u32 code = be32(h + 4);
+    if (be32(h) <= len && (code == 0x00030000 || code == 80877103 || code == 80877104))
+        return PROTO_POSTGRES;
+    /* Redis: a RESP array of bulk strings ("*<n>\r\n$"). */
+    if (h[0] == '*' && h[1] >= '1' && h[1] <= '9' && (h[2] == '\r' || (h[3] == '\r' && h[2] >= '0' && h[2] <= '9')))
+        return PROTO_REDIS;
+    /* MongoDB: messageLength (LE) then OP_MSG 2013 or OP_QUERY 2004 at offset 12. */
+    u32 op = le32(h + 12);
+    if (len >= 16 && le32(h) <= len && le32(h) >= 16 && (op == 2013 || op == 2004))
+        return PROTO_MONGODB;
+    /* Kafka: size (BE) covering exactly this write, then api_key and api_version in range. */
+    u16 api_key = (h[4] << 8) | h[5];
+    u16 api_version = (h[6] << 8) | h[7];
+    if (be32(h) + 4 == len && api_key < 100 && api_version < 32)
+        return PROTO_KAFKA;
+    return PROTO_OTHER;
+}
+
+/* HTTP marks its messages; the others are request/response protocols without pipelining in the
+ * common case: the first bytes in the request direction open an exchange, the first bytes back
+ * close it. */
+static __always_inline bool starts_request(u8 proto, const u8 *h) {
+    return proto == PROTO_HTTP ? is_http_request(h) : true;
+}
+
+static __always_inline bool ends_exchange(u8 proto, const u8 *h, void *buf) {
+    if (proto != PROTO_HTTP)
+        return true;
+    if (!is_http_response(h))
+        return false;
+    /* "HTTP/1.1 1xx": interim (100 Continue); the final response follows. */
+    u8 code = 0;
+    bpf_probe_read_user(&code, 1, buf + 9);
+    return code != '1';
+}
+
 static __always_inline void stash_request(u64 key, void *buf, u64 len) {
     struct req_buf *rb = req_bufs.lookup(&key);
     if (!rb) {
@@ -360,6 +433,7 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     }
     e->type = EV_HTTP;
     e->role = c->role;
+    e->proto = c->proto;
     e->pid = key >> 32;
     e->tid = c->req_tid;
     e->fd = (u32)key;
@@ -404,31 +478,40 @@ static __always_inline int io_exit(long ret) {
 
     u64 len = ret;
     void *buf = first_buffer(&a, &len);
-    u8 head[8] = {};
-    if (!buf || len < 8 || bpf_probe_read_user(head, sizeof(head), buf) != 0) {
-        if (c->pending && (a.dir == DIR_IN) == (c->role == ROLE_SERVER))
+    u8 head[16] = {};
+    bool inbound_is_request = c->role == ROLE_SERVER;
+    bool request_direction = (a.dir == DIR_IN) == inbound_is_request;
+    if (!buf || len < 8 || bpf_probe_read_user(head, len < 16 ? 8 : 16, buf) != 0) {
+        if (c->pending && request_direction)
             c->req_bytes += ret;
         return 0;
     }
-    bool request = is_http_request(head);
-    bool response = !request && is_http_response(head);
     if (c->proto == PROTO_UNKNOWN) {
-        if (!request && !response) {
-            c->proto = PROTO_OTHER;
+        if (c->role == ROLE_UNKNOWN) {  /* seeded from /proc without a listener match */
+            c->role = (is_http_request(head) == (a.dir == DIR_IN)) ? ROLE_SERVER : ROLE_CLIENT;
+            inbound_is_request = c->role == ROLE_SERVER;
+            request_direction = (a.dir == DIR_IN) == inbound_is_request;
+        }
+        c->proto = classify(head, len, request_direction);
+        if (c->proto == PROTO_OTHER) {
             count(CNT_UNCLASSIFIED);
             return 0;
         }
-        c->proto = PROTO_HTTP;
-        if (c->role == ROLE_UNKNOWN)  /* seeded from /proc without a listener match */
-            c->role = (request == (a.dir == DIR_IN)) ? ROLE_SERVER : ROLE_CLIENT;
     }
-    bool inbound_is_request = c->role == ROLE_SERVER;
-    bool request_direction = (a.dir == DIR_IN) == inbound_is_request;
     u64 now = bpf_ktime_get_ns();
 
-    if (request && request_direction) {
-        if (c->pending)
+    if (request_direction) {
+        if (c->pending) {
+            /* A new HTTP request while one waits: its response went where we cannot see
+             * (sendfile-only, splice) or the client pipelines; start over rather than stall. */
+            if (c->proto != PROTO_HTTP || !is_http_request(head)) {
+                c->req_bytes += ret;  /* body, the rest of the head, or a pipelined request */
+                return 0;
+            }
             count(CNT_UNANSWERED);
+        }
+        if (!starts_request(c->proto, head))
+            return 0;
         c->pending = 1;
         c->req_ns = now;
         c->req_bytes = ret;
@@ -436,18 +519,7 @@ static __always_inline int io_exit(long ret) {
         stash_request(a.conn_key, buf, len);
         return 0;
     }
-    if (!c->pending)
-        return 0;
-    if (request_direction) {
-        c->req_bytes += ret;  /* body or the rest of the head */
-        return 0;
-    }
-    if (response) {
-        /* "HTTP/1.1 1xx": interim (100 Continue); the final response follows. */
-        u8 code = 0;
-        bpf_probe_read_user(&code, 1, buf + 9);
-        if (code == '1')
-            return 0;
+    if (c->pending && ends_exchange(c->proto, head, buf)) {
         emit_exchange(c, a.conn_key, buf, len, now);
         c->pending = 0;
         c->requests++;

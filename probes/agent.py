@@ -34,7 +34,7 @@ class Agent:
         self.sockets = SocketTable()
         self.builder = RecordBuilder(host, ServiceNames(self.sockets), self.sockets)
         self.publisher = Publisher(self.client)
-        self.trace = SocketTrace(self._on_http, self._on_flow)
+        self.trace = SocketTrace(self._on_exchange, self._on_flow)
         self.desired = dict.fromkeys(schema.PROBES, True)
         self.probe_errors: dict[str, str | None] = dict.fromkeys(schema.PROBES)
         self.records_built = 0
@@ -43,8 +43,8 @@ class Agent:
         self._last_seen = 0
 
     # -- events -> records -------------------------------------------------
-    def _on_http(self, event) -> None:
-        record = self.builder.http(event)
+    def _on_exchange(self, event) -> None:
+        record = self.builder.exchange(event)
         if record is not None:
             self.records_built += 1
             self.publisher.add(record)

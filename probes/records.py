@@ -24,6 +24,8 @@ from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
 SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
+# The kernel's protocol id -> (network.protocol.name, the parser's summarize()).
+PROTOCOL_PARSERS = {}
 FLOW_PROTOCOLS = {PROTO_HTTP: schema.PROTO_HTTP}
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
@@ -137,36 +139,64 @@ class RecordBuilder:
     def _is_own_socket(self, ip: str, port: int) -> bool:
         return port in self.sockets.own_ports and self._is_local(ip)
 
-    def http(self, event: HttpEvent) -> dict | None:
-        request = self._request_fields(bytes(event.req[: event.req_len]))
-        response = self._response_fields(bytes(event.resp[: event.resp_len]))
-        if request is None or response is None:
-            self._skip("unparseable http head")
+    def exchange(self, event: HttpEvent) -> dict | None:
+        """One request/response exchange, of whichever protocol the kernel recognised."""
+        if event.proto == PROTO_HTTP:
+            fields, trace = self._http_fields(event)
+        else:
+            fields, trace = self._protocol_fields(event), None
+        if fields is None:
             return None
         ends = self._local_ends(event.pid, event.comm, event.laddr, event.raddr, event.role)
         if ends is None:
             self._skip("unknown peer address")
             return None
-        status = response[0]
-        trace_id, parent = request.pop(TRACEPARENT_KEY) or (exchange_trace_id(event), "")
+        trace_id, parent = trace or (exchange_trace_id(event), "")
         return {
             schema.KIND: schema.KIND_REQUEST,
             schema.HOST: self.host,
             schema.TS: event.req_ns + self.clock_offset_ns,
             **ends,
-            **request,
-            schema.PROTOCOL: schema.PROTO_HTTP,
-            schema.HTTP_STATUS: status,
-            schema.ERROR: schema.is_error_status(status),
             schema.DURATION_NS: max(0, event.resp_ns - event.req_ns),
             schema.REQUEST_BYTES: event.req_bytes,
-            schema.RESPONSE_BYTES: response_bytes(request[schema.HTTP_METHOD], response, event.resp_bytes),
+            schema.RESPONSE_BYTES: event.resp_bytes,
             schema.TLS: False,
             schema.TRACE_ID: trace_id,
             schema.SPAN_ID: exchange_span_id(event),
             schema.PARENT_SPAN_ID: parent,
             schema.TID: event.tid,
+            **fields,
         }
+
+    def _http_fields(self, event: HttpEvent) -> tuple[dict | None, tuple[str, str] | None]:
+        request = self._request_fields(bytes(event.req[: event.req_len]))
+        response = self._response_fields(bytes(event.resp[: event.resp_len]))
+        if request is None or response is None:
+            self._skip("unparseable http head")
+            return None, None
+        trace = request.pop(TRACEPARENT_KEY)
+        status = response[0]
+        request[schema.PROTOCOL] = schema.PROTO_HTTP
+        request[schema.HTTP_STATUS] = status
+        request[schema.ERROR] = schema.is_error_status(status)
+        request[schema.RESPONSE_BYTES] = response_bytes(
+            request[schema.HTTP_METHOD], response, event.resp_bytes
+        )
+        return request, trace
+
+    def _protocol_fields(self, event: HttpEvent) -> dict | None:
+        parser = PROTOCOL_PARSERS.get(event.proto)
+        if parser is None:
+            self._skip(f"no parser for protocol {event.proto}")
+            return None
+        name, summarize = parser
+        fields = summarize(bytes(event.req[: event.req_len]), bytes(event.resp[: event.resp_len]))
+        if fields is None:
+            self._skip(f"unparseable {name} exchange")
+            return None
+        fields[schema.PROTOCOL] = name
+        fields.setdefault(schema.ERROR, False)
+        return fields
 
     def _request_fields(self, prefix: bytes) -> dict | None:
         """What a request prefix contributes to its record (a fresh dict), memoized: the same

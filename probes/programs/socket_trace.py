@@ -24,12 +24,13 @@ log = logging.getLogger(__name__)
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
 SOURCE = BPF_DIR / "socket_trace.c"
-RINGBUF_PAGES = 4096  # 16 MiB: ~19,000 exchanges of 856 bytes between two polls before loss
-MAX_REQ = 512  # as in socket_trace.c
+RINGBUF_PAGES = 4096  # 16 MiB: ~12,000 exchanges of 1,384 bytes between two polls before loss
+MAX_REQ = 1024  # as in socket_trace.c
 MAX_RESP = 256
 EV_HTTP, EV_FLOW = 1, 2
 ROLE_UNKNOWN, ROLE_SERVER, ROLE_CLIENT = 0, 1, 2
 PROTO_UNKNOWN, PROTO_HTTP, PROTO_OTHER = 0, 1, 2
+PROTO_POSTGRES, PROTO_MYSQL, PROTO_REDIS, PROTO_MONGODB, PROTO_KAFKA = 3, 4, 5, 6, 7
 COUNTERS = (
     "http_exchanges",
     "events_lost",
@@ -52,7 +53,8 @@ class HttpEvent(ctypes.Structure):
         ("role", ctypes.c_uint8),
         ("req_len", ctypes.c_uint16),
         ("resp_len", ctypes.c_uint16),
-        ("pad", ctypes.c_uint16),
+        ("proto", ctypes.c_uint8),
+        ("pad", ctypes.c_uint8),
         ("pid", ctypes.c_uint32),
         ("tid", ctypes.c_uint32),
         ("fd", ctypes.c_uint32),

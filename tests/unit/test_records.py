@@ -91,7 +91,9 @@ def http_event(
 ) -> HttpEvent:
     """What the kernel sends for one exchange: the first MAX_REQ / MAX_RESP bytes of each message,
     the whole request's size and the size of the response's first syscall (here all of it)."""
-    event = HttpEvent(type=EV_HTTP, role=role, pid=PID, tid=TID, fd=FD, req_ns=req_ns, resp_ns=resp_ns)
+    event = HttpEvent(
+        type=EV_HTTP, proto=PROTO_HTTP, role=role, pid=PID, tid=TID, fd=FD, req_ns=req_ns, resp_ns=resp_ns
+    )
     event.req, event.req_len, event.req_bytes = request[:MAX_REQ], len(request[:MAX_REQ]), len(request)
     event.resp, event.resp_len = response[:MAX_RESP], len(response[:MAX_RESP])
     event.resp_bytes = len(response) if resp_bytes is None else resp_bytes
@@ -207,7 +209,7 @@ EXCHANGES = [
 @pytest.mark.parametrize("exchange", EXCHANGES, ids=lambda e: e.name)
 def test_it_describes_an_http_exchange(builder, exchange):
     event = http_event(exchange.request, exchange.response, resp_bytes=exchange.resp_bytes)
-    record = builder.http(event)
+    record = builder.exchange(event)
     assert record[schema.KIND] == schema.KIND_REQUEST
     assert record[schema.HOST] == "web-1"
     assert record[schema.PROTOCOL] == schema.PROTO_HTTP
@@ -227,13 +229,13 @@ def test_it_describes_an_http_exchange(builder, exchange):
 
 @pytest.mark.parametrize("response", [NGINX_200, NGINX_404, PYTHON_200, NGINX_503], ids=len)
 def test_it_counts_head_and_content_length_whatever_the_first_syscall_moved(builder, response):
-    record = builder.http(http_event(WRK_GET, response, resp_bytes=1))
+    record = builder.exchange(http_event(WRK_GET, response, resp_bytes=1))
     assert record[schema.RESPONSE_BYTES] == len(response)
 
 
 def test_it_counts_no_body_for_the_answer_to_head(builder):
     head_request = WRK_GET.replace(b"GET ", b"HEAD ", 1)
-    record = builder.http(http_event(head_request, NGINX_HEAD))
+    record = builder.exchange(http_event(head_request, NGINX_HEAD))
     assert record[schema.RESPONSE_BYTES] == len(NGINX_HEAD)  # 232, not 232 + 17
 
 
@@ -244,44 +246,44 @@ def test_it_counts_the_whole_head_when_the_capture_cut_it(builder):
         1,
     )
     assert long_head.index(b"\r\n\r\n") + 4 > MAX_RESP
-    record = builder.http(http_event(WRK_GET, long_head))
+    record = builder.exchange(http_event(WRK_GET, long_head))
     assert record[schema.RESPONSE_BYTES] == len(long_head)
 
 
 @pytest.mark.parametrize("length", [b"17, 17", b"-17", b"0x11", b""], ids=repr)
 def test_it_counts_the_first_syscall_when_content_length_is_not_a_number(builder, length):
     response = NGINX_200.replace(b"Content-Length: 17", b"Content-Length: " + length, 1)
-    record = builder.http(http_event(WRK_GET, response, resp_bytes=1_000))
+    record = builder.exchange(http_event(WRK_GET, response, resp_bytes=1_000))
     assert record[schema.RESPONSE_BYTES] == 1_000
 
 
 def test_it_does_not_raise_on_a_content_length_in_superscript_digits(builder):
     response = NGINX_200.replace(b"Content-Length: 17", "Content-Length: ²".encode(), 1)
-    record = builder.http(http_event(WRK_GET, response, resp_bytes=1_000))
+    record = builder.exchange(http_event(WRK_GET, response, resp_bytes=1_000))
     assert record[schema.RESPONSE_BYTES] == 1_000
 
 
 @pytest.mark.parametrize("exchange", EXCHANGES, ids=lambda e: e.name)
 def test_it_never_puts_credentials_into_a_record(builder, exchange):
-    text = repr(builder.http(http_event(exchange.request, exchange.response)))
+    text = repr(builder.exchange(http_event(exchange.request, exchange.response)))
     for secret in SECRETS:
         assert secret not in text
     assert "Bearer" not in text and "Cookie" not in text and "Authorization" not in text
 
 
 def test_it_keeps_no_header_of_curls_request_but_its_user_agent(builder):
-    record = builder.http(http_event(CURL_GET, NGINX_200))
+    record = builder.exchange(http_event(CURL_GET, NGINX_200))
     assert record[schema.USER_AGENT] == "curl/7.88.1"
     assert "127.0.0.1:38693" not in repr(record)  # Host is read, not published
 
 
 def test_it_clamps_a_response_timed_before_its_request_to_zero(builder):
-    record = builder.http(http_event(WRK_GET, NGINX_200, resp_ns=REQ_NS - 1))
+    record = builder.exchange(http_event(WRK_GET, NGINX_200, resp_ns=REQ_NS - 1))
     assert record[schema.DURATION_NS] == 0
 
 
 def test_it_joins_the_trace_of_a_request_with_traceparent(builder):
-    record = builder.http(http_event(PYTHON_POST, NGINX_200))
+    record = builder.exchange(http_event(PYTHON_POST, NGINX_200))
     assert record[schema.TRACE_ID] == TRACE_ID
     assert record[schema.PARENT_SPAN_ID] == PARENT_SPAN_ID
     assert record[schema.SPAN_ID] != PARENT_SPAN_ID
@@ -297,15 +299,15 @@ def test_it_joins_the_trace_of_a_request_with_traceparent(builder):
 )
 def test_it_starts_a_trace_of_its_own_when_traceparent_is_malformed(builder, traceparent):
     request = PYTHON_POST.replace(b"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", traceparent)
-    record = builder.http(http_event(request, NGINX_200))
+    record = builder.exchange(http_event(request, NGINX_200))
     assert record[schema.PARENT_SPAN_ID] == ""
     assert len(record[schema.TRACE_ID]) == 32 and int(record[schema.TRACE_ID], 16)
     assert record[schema.TRACE_ID] != TRACE_ID
 
 
 def test_it_starts_a_trace_per_exchange_without_traceparent(builder):
-    first = builder.http(http_event(WRK_GET, NGINX_200))
-    second = builder.http(http_event(WRK_GET, NGINX_200, req_ns=REQ_NS + 1_000))
+    first = builder.exchange(http_event(WRK_GET, NGINX_200))
+    second = builder.exchange(http_event(WRK_GET, NGINX_200, req_ns=REQ_NS + 1_000))
     assert first[schema.PARENT_SPAN_ID] == second[schema.PARENT_SPAN_ID] == ""
     assert first[schema.TRACE_ID] != second[schema.TRACE_ID]
     assert first[schema.SPAN_ID] != second[schema.SPAN_ID]
@@ -365,18 +367,18 @@ UNPARSEABLE = [
 
 @pytest.mark.parametrize("what, request_bytes, response", UNPARSEABLE, ids=[u[0] for u in UNPARSEABLE])
 def test_it_counts_unparseable_heads_instead_of_raising(builder, what, request_bytes, response):
-    assert builder.http(http_event(request_bytes, response)) is None
+    assert builder.exchange(http_event(request_bytes, response)) is None
     assert builder.skipped == 1
     assert builder.skip_reasons == {"unparseable http head": 1}
 
 
 def test_it_counts_an_exchange_without_a_peer_address(builder):
-    assert builder.http(http_event(WRK_GET, NGINX_200, remote=None)) is None
+    assert builder.exchange(http_event(WRK_GET, NGINX_200, remote=None)) is None
     assert builder.skip_reasons == {"unknown peer address": 1}
 
 
 def test_it_keeps_an_exchange_without_a_local_address(builder):
-    record = builder.http(http_event(WRK_GET, NGINX_200, role=ROLE_CLIENT, local=None))
+    record = builder.exchange(http_event(WRK_GET, NGINX_200, role=ROLE_CLIENT, local=None))
     assert (record[schema.CLIENT_ADDRESS], record[schema.CLIENT_PORT]) == ("", 0)
 
 
@@ -397,37 +399,37 @@ def test_it_keeps_an_exchange_without_a_local_address(builder):
     ],
 )
 def test_it_tells_server_from_client_by_the_role(builder, role, local, remote, kind, server, client):
-    record = builder.http(http_event(WRK_GET, NGINX_200, role=role, local=local, remote=remote))
+    record = builder.exchange(http_event(WRK_GET, NGINX_200, role=role, local=local, remote=remote))
     assert record[schema.SPAN_KIND] == kind
     assert (record[schema.SERVER_ADDRESS], record[schema.SERVER_PORT]) == server
     assert (record[schema.CLIENT_ADDRESS], record[schema.CLIENT_PORT]) == client
 
 
 def test_it_names_a_process_that_exited_by_the_comm_in_its_event(builder):
-    assert builder.http(http_event(WRK_GET, NGINX_200, comm=b"nginx"))[schema.SERVICE] == "nginx"
+    assert builder.exchange(http_event(WRK_GET, NGINX_200, comm=b"nginx"))[schema.SERVICE] == "nginx"
     gone_too = PID + 1
     assert builder.flow(flow_event(comm=b"curl", role=ROLE_CLIENT, pid=gone_too))[schema.SERVICE] == "curl"
 
 
 def test_it_gives_equal_records_for_repeated_exchanges(builder):
     event = http_event(PYTHON_POST, NGINX_200)
-    first = builder.http(event)
-    assert builder.http(event) == first
-    assert builder.http(event)[schema.TRACE_ID] == TRACE_ID  # the memo kept its traceparent
+    first = builder.exchange(event)
+    assert builder.exchange(event) == first
+    assert builder.exchange(event)[schema.TRACE_ID] == TRACE_ID  # the memo kept its traceparent
 
 
 def test_it_hands_out_a_fresh_record_each_time(builder, tmp_path):
     event = http_event(PYTHON_POST, NGINX_200)
-    first = builder.http(event)
+    first = builder.exchange(event)
     first[schema.URL_PATH] = "/changed"
     first.clear()
-    assert builder.http(event) == builder_on(tmp_path).http(event)
+    assert builder.exchange(event) == builder_on(tmp_path).exchange(event)
 
 
 def test_it_parses_each_distinct_head_on_its_own(builder):
-    a = builder.http(http_event(WRK_GET, NGINX_200))
-    b = builder.http(http_event(CURL_GET, NGINX_404))
-    c = builder.http(http_event(WRK_GET, NGINX_404))
+    a = builder.exchange(http_event(WRK_GET, NGINX_200))
+    b = builder.exchange(http_event(CURL_GET, NGINX_404))
+    c = builder.exchange(http_event(WRK_GET, NGINX_404))
     assert (a[schema.URL_PATH], a[schema.HTTP_STATUS]) == ("/wrk/bench", 200)
     assert (b[schema.HTTP_ROUTE], b[schema.HTTP_STATUS]) == ("/api/users/{id}", 404)
     assert (c[schema.URL_PATH], c[schema.HTTP_STATUS]) == ("/wrk/bench", 404)
@@ -507,8 +509,8 @@ def test_it_names_the_local_callee_of_a_client_exchange():
         builder = builder_on()
         local_call = http_event(WRK_GET, NGINX_200, role=ROLE_CLIENT, remote=("127.0.0.1", port))
         remote_call = http_event(WRK_GET, NGINX_200, role=ROLE_CLIENT, remote=("203.0.113.7", port))
-        assert builder.http(local_call)[schema.PEER_SERVICE] == "inventory"
-        assert builder.http(remote_call)[schema.PEER_SERVICE] is None
+        assert builder.exchange(local_call)[schema.PEER_SERVICE] == "inventory"
+        assert builder.exchange(remote_call)[schema.PEER_SERVICE] is None
     finally:
         helpers.stop(proc)
         proc.stdin.close()
