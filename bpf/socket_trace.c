@@ -78,7 +78,7 @@ struct conn {
     u8 role;
     u8 proto;
     u8 pending;
-    u8 pad;
+    u8 tls;                   /* the app talks TLS on it: ssl_trace.c sees the plaintext */
     struct addr laddr;
     struct addr raddr;
 };
@@ -110,7 +110,7 @@ struct http_event {
     u16 req_len;              /* bytes captured in req[] */
     u16 resp_len;             /* bytes captured in resp[] */
     u8 proto;
-    u8 pad;
+    u8 tls;
     u32 pid;
     u32 tid;
     u32 fd;
@@ -129,7 +129,7 @@ struct flow_event {
     u8 type;
     u8 role;
     u8 proto;
-    u8 pad;
+    u8 tls;
     u32 pid;
     u32 fd;
     u32 requests;
@@ -297,12 +297,16 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 
 /* ---- data: reads and writes on tracked sockets ---- */
 
+/* In ssl_trace.c, which the loader appends to this file. */
+static __always_inline void tie_ssl_to_socket(u64 id, u64 conn_key);
+
 static __always_inline int io_enter(u32 fd, void *ptr, u8 kind, u8 dir) {
     u64 id = bpf_get_current_pid_tgid();
     u64 key = conn_key(id >> 32, fd);
     struct conn *c = conns.lookup(&key);
     if (!c)
         return 0;  /* the common case: not a socket we track */
+    tie_ssl_to_socket(id, key);
     struct io_args io = {.conn_key = key, .ptr = ptr, .kind = kind, .dir = dir};
     io_inflight.update(&id, &io);
     return 0;
@@ -434,6 +438,7 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     e->type = EV_HTTP;
     e->role = c->role;
     e->proto = c->proto;
+    e->tls = c->tls;
     e->pid = key >> 32;
     e->tid = c->req_tid;
     e->fd = (u32)key;
@@ -457,30 +462,15 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
-static __always_inline int io_exit(long ret) {
-    u64 id = bpf_get_current_pid_tgid();
-    struct io_args *io = io_inflight.lookup(&id);
-    if (!io)
-        return 0;
-    struct io_args a = *io;
-    io_inflight.delete(&id);
-    if (ret <= 0)
-        return 0;
-    struct conn *c = conns.lookup(&a.conn_key);
-    if (!c)
-        return 0;
-    if (a.dir == DIR_OUT)
-        c->bytes_sent += ret;
-    else
-        c->bytes_recv += ret;
+/* Data moved on a tracked connection: classify, open or close an exchange. `buf` holds the
+ * first `len` bytes of the `ret` the syscall (or SSL_read/SSL_write) moved. */
+static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 dir, void *buf, u64 len,
+                                       long ret) {
     if (c->proto == PROTO_OTHER)
         return 0;
-
-    u64 len = ret;
-    void *buf = first_buffer(&a, &len);
     u8 head[16] = {};
     bool inbound_is_request = c->role == ROLE_SERVER;
-    bool request_direction = (a.dir == DIR_IN) == inbound_is_request;
+    bool request_direction = (dir == DIR_IN) == inbound_is_request;
     if (!buf || len < 8 || bpf_probe_read_user(head, len < 16 ? 8 : 16, buf) != 0) {
         if (c->pending && request_direction)
             c->req_bytes += ret;
@@ -488,9 +478,9 @@ static __always_inline int io_exit(long ret) {
     }
     if (c->proto == PROTO_UNKNOWN) {
         if (c->role == ROLE_UNKNOWN) {  /* seeded from /proc without a listener match */
-            c->role = (is_http_request(head) == (a.dir == DIR_IN)) ? ROLE_SERVER : ROLE_CLIENT;
+            c->role = (is_http_request(head) == (dir == DIR_IN)) ? ROLE_SERVER : ROLE_CLIENT;
             inbound_is_request = c->role == ROLE_SERVER;
-            request_direction = (a.dir == DIR_IN) == inbound_is_request;
+            request_direction = (dir == DIR_IN) == inbound_is_request;
         }
         c->proto = classify(head, len, request_direction);
         if (c->proto == PROTO_OTHER) {
@@ -516,15 +506,38 @@ static __always_inline int io_exit(long ret) {
         c->req_ns = now;
         c->req_bytes = ret;
         c->req_tid = (u32)id;
-        stash_request(a.conn_key, buf, len);
+        stash_request(conn_key, buf, len);
         return 0;
     }
     if (c->pending && ends_exchange(c->proto, head, buf)) {
-        emit_exchange(c, a.conn_key, buf, len, now);
+        emit_exchange(c, conn_key, buf, len, now);
         c->pending = 0;
         c->requests++;
     }
     return 0;
+}
+
+static __always_inline int io_exit(long ret) {
+    u64 id = bpf_get_current_pid_tgid();
+    struct io_args *io = io_inflight.lookup(&id);
+    if (!io)
+        return 0;
+    struct io_args a = *io;
+    io_inflight.delete(&id);
+    if (ret <= 0)
+        return 0;
+    struct conn *c = conns.lookup(&a.conn_key);
+    if (!c)
+        return 0;
+    if (a.dir == DIR_OUT)
+        c->bytes_sent += ret;
+    else
+        c->bytes_recv += ret;
+    if (c->tls)
+        return 0;  /* ciphertext: the uprobes in ssl_trace.c handle the plaintext */
+    u64 len = ret;
+    void *buf = first_buffer(&a, &len);
+    return handle_data(id, a.conn_key, c, a.dir, buf, len, ret);
 }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_read) { return io_enter(args->fd, args->buf, IO_BUF, DIR_IN); }
@@ -559,7 +572,7 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         e->type = EV_FLOW;
         e->role = c->role;
         e->proto = c->proto;
-        e->pad = 0;
+        e->tls = c->tls;
         e->pid = id >> 32;
         e->fd = args->fd;
         e->requests = c->requests;

@@ -44,6 +44,8 @@ class Agent:
 
     # -- events -> records -------------------------------------------------
     def _on_exchange(self, event) -> None:
+        if not self.desired[schema.PROBE_HTTP]:
+            return  # the program stays loaded for the TCP probe; per-probe kernel toggles: issue 6
         record = self.builder.exchange(event)
         if record is not None:
             self.records_built += 1
@@ -82,13 +84,31 @@ class Agent:
         elif not want and self.trace.attached:
             self.trace.poll()
             self.trace.detach()
+        self.apply_tls()
+
+    def apply_tls(self) -> None:
+        """Hook libssl when TLS is wanted; new libraries (new processes) are picked up each turn."""
+        if not self.trace.attached:
+            return
+        if not self.desired[schema.PROBE_TLS]:
+            self.trace.detach_tls()
+            self.probe_errors[schema.PROBE_TLS] = None
+            return
+        failed = self.trace.attach_tls()
+        if failed:
+            self.probe_errors[schema.PROBE_TLS] = "; ".join(failed)[:500]
+        elif not self.trace.tls_libraries:
+            self.probe_errors[schema.PROBE_TLS] = "no running process maps libssl yet"
+        else:
+            self.probe_errors[schema.PROBE_TLS] = None
 
     def probe_states(self) -> dict:
-        actual = self.trace.attached
+        actual = {p: self.trace.attached for p in SOCKET_PROBES}
+        actual[schema.PROBE_TLS] = bool(self.trace.tls_libraries)
         return {
             p: {
                 "desired": self.desired[p],
-                "actual": actual and self.desired[p],
+                "actual": actual[p] and self.desired[p],
                 "error": self.probe_errors[p],
             }
             for p in schema.PROBES

@@ -160,7 +160,7 @@ class RecordBuilder:
             schema.DURATION_NS: max(0, event.resp_ns - event.req_ns),
             schema.REQUEST_BYTES: event.req_bytes,
             schema.RESPONSE_BYTES: event.resp_bytes,
-            schema.TLS: False,
+            schema.TLS: bool(event.tls),
             schema.TRACE_ID: trace_id,
             schema.SPAN_ID: exchange_span_id(event),
             schema.PARENT_SPAN_ID: parent,

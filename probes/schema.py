@@ -48,8 +48,9 @@ PROTO_KAFKA = "kafka"
 
 # Probe names, as toggled per host in the control plane.
 PROBE_HTTP = "http"
+PROBE_TLS = "tls"
 PROBE_TCP = "tcp"
-PROBES = (PROBE_HTTP, PROBE_TCP)
+PROBES = (PROBE_HTTP, PROBE_TLS, PROBE_TCP)
 
 # Record attribute keys. Common to every record:
 HOST = "host"

@@ -35,7 +35,8 @@ http {{
     scgi_temp_path {tmp}/scgi;
     upstream backend {{ server 127.0.0.1:{backend_port}; keepalive 4; }}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{tls};
+        {certificates}
         location /static/ {{ alias {tmp}/www/; }}
         location / {{
             proxy_pass http://backend;
@@ -181,15 +182,30 @@ def http_backend(service_name: str, env: dict | None = None):
 
 
 @contextlib.contextmanager
-def nginx_proxy(backend_port: int):
-    """nginx on a free loopback port proxying to the backend over keep-alive; yields its port."""
+def nginx_proxy(backend_port: int, tls: bool = False):
+    """nginx on a free loopback port proxying to the backend over keep-alive, with a fresh
+    self-signed certificate when `tls`; yields its port."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="obsweb-nginx-") as tmp:
         os.chmod(tmp, 0o755)  # nginx workers run as nobody and must reach the static file
         (Path(tmp) / "www").mkdir()
         (Path(tmp) / "www" / "index.html").write_text("<h1>hello</h1>\n")
+        certificates = ""
+        if tls:
+            self_signed = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"]
+            self_signed += ["-subj", "/CN=localhost", "-keyout", f"{tmp}/key.pem", "-out", f"{tmp}/cert.pem"]
+            subprocess.run(self_signed, check=True, capture_output=True)
+            certificates = f"ssl_certificate {tmp}/cert.pem; ssl_certificate_key {tmp}/key.pem;"
         conf = Path(tmp) / "nginx.conf"
-        conf.write_text(NGINX_CONF.format(tmp=tmp, port=port, backend_port=backend_port))
+        conf.write_text(
+            NGINX_CONF.format(
+                tmp=tmp,
+                port=port,
+                backend_port=backend_port,
+                tls=" ssl" if tls else "",
+                certificates=certificates,
+            )
+        )
         proc = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp, "-g", "daemon off;"])
         try:
             wait_for_port(port)

@@ -7,6 +7,7 @@ import ctypes
 import ipaddress
 import logging
 import os
+import re
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -23,7 +24,7 @@ from probes.identity import (
 log = logging.getLogger(__name__)
 
 BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
-SOURCE = BPF_DIR / "socket_trace.c"
+SOURCES = (BPF_DIR / "socket_trace.c", BPF_DIR / "ssl_trace.c")  # one module: they share maps
 RINGBUF_PAGES = 4096  # 16 MiB: ~12,000 exchanges of 1,384 bytes between two polls before loss
 MAX_REQ = 1024  # as in socket_trace.c
 MAX_RESP = 256
@@ -41,6 +42,15 @@ COUNTERS = (
     "request_buffer_full",
 )
 AF_INET, AF_INET6 = 2, 10
+LIBSSL = re.compile(r"/libssl\.so(\.[0-9]+)*$")
+# (libssl symbol, BPF function at entry, BPF function at return) from bpf/ssl_trace.c
+SSL_HOOKS = (
+    ("SSL_set_fd", "ssl_set_fd_enter", None),
+    ("SSL_read", "ssl_read_enter", "ssl_return"),
+    ("SSL_write", "ssl_write_enter", "ssl_return"),
+    ("SSL_read_ex", "ssl_read_ex_enter", "ssl_return"),
+    ("SSL_write_ex", "ssl_write_ex_enter", "ssl_return"),
+)
 
 
 class Addr(ctypes.Structure):
@@ -54,7 +64,7 @@ class HttpEvent(ctypes.Structure):
         ("req_len", ctypes.c_uint16),
         ("resp_len", ctypes.c_uint16),
         ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("tls", ctypes.c_uint8),
         ("pid", ctypes.c_uint32),
         ("tid", ctypes.c_uint32),
         ("fd", ctypes.c_uint32),
@@ -75,7 +85,7 @@ class FlowEvent(ctypes.Structure):
         ("type", ctypes.c_uint8),
         ("role", ctypes.c_uint8),
         ("proto", ctypes.c_uint8),
-        ("pad", ctypes.c_uint8),
+        ("tls", ctypes.c_uint8),
         ("pid", ctypes.c_uint32),
         ("fd", ctypes.c_uint32),
         ("requests", ctypes.c_uint32),
@@ -99,10 +109,32 @@ def format_addr(addr: Addr) -> tuple[str, int] | None:
     return None
 
 
+def find_libssl() -> dict[tuple[int, int], str]:
+    """Every distinct libssl file mapped by a running process, reached through that process's
+    root so libraries inside containers count too: {(st_dev, st_ino): path}."""
+    found: dict[tuple[int, int], str] = {}
+    for pid in all_pids():
+        try:
+            with open(f"/proc/{pid}/maps") as maps:
+                paths = {line.split(None, 5)[5].strip() for line in maps if "libssl.so" in line}
+        except (OSError, IndexError):
+            continue
+        for mapped in paths:
+            if not LIBSSL.search(mapped):
+                continue
+            path = f"/proc/{pid}/root{mapped}"
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
+            found.setdefault((st.st_dev, st.st_ino), path)
+    return found
+
+
 def render_source(self_tgid: int, ringbuf_pages: int = RINGBUF_PAGES) -> str:
     """The C that gets compiled, placeholders filled in (`python -m probes --print-bpf`)."""
     return (
-        SOURCE.read_text()
+        "\n".join(source.read_text() for source in SOURCES)
         .replace("__SELF_TGID__", str(self_tgid))
         .replace("__RINGBUF_PAGES__", str(ringbuf_pages))
     )
@@ -115,6 +147,7 @@ class SocketTrace:
         self.on_http = on_http
         self.on_flow = on_flow
         self.bpf = None
+        self.tls_libraries: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> a path to it
         self.malformed_events = 0
         self.callback_errors = 0  # a bug turning one event into a record; logged, never fatal
         self.events_received = 0
@@ -132,6 +165,34 @@ class SocketTrace:
         if self.bpf is not None:
             self.bpf.cleanup()
             self.bpf = None
+            self.tls_libraries.clear()
+
+    def attach_tls(self) -> list[str]:
+        """Hook every libssl the running processes map that is not hooked yet (call again to
+        catch libraries of processes started since). Returns the libraries that failed."""
+        failed = []
+        for key, path in find_libssl().items():
+            if key in self.tls_libraries:
+                continue
+            try:
+                for symbol, entry, exit_fn in SSL_HOOKS:
+                    self.bpf.attach_uprobe(name=path, sym=symbol, fn_name=entry)
+                    if exit_fn:
+                        self.bpf.attach_uretprobe(name=path, sym=symbol, fn_name=exit_fn)
+            except Exception as exc:  # BCC raises bare Exception when a symbol is missing
+                failed.append(f"{path}: {exc}")
+                continue
+            self.tls_libraries[key] = path
+            log.info("TLS uprobes attached to %s", path)
+        return failed
+
+    def detach_tls(self) -> None:
+        for path in self.tls_libraries.values():
+            for symbol, _entry, exit_fn in SSL_HOOKS:
+                self.bpf.detach_uprobe(name=path, sym=symbol)
+                if exit_fn:
+                    self.bpf.detach_uretprobe(name=path, sym=symbol)
+        self.tls_libraries.clear()
 
     @property
     def attached(self) -> bool:
