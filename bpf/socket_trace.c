@@ -471,7 +471,8 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
     u8 head[16] = {};
     bool inbound_is_request = c->role == ROLE_SERVER;
     bool request_direction = (dir == DIR_IN) == inbound_is_request;
-    if (!buf || len < 8 || bpf_probe_read_user(head, len < 16 ? 8 : 16, buf) != 0) {
+    u32 n = len < sizeof(head) ? len : sizeof(head);  /* replies can be tiny: Redis ":1\r\n" */
+    if (!buf || bpf_probe_read_user(head, n, buf) != 0 || (c->proto == PROTO_UNKNOWN && n < 8)) {
         if (c->pending && request_direction)
             c->req_bytes += ret;
         return 0;

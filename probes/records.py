@@ -13,6 +13,11 @@ from probes import schema
 from probes.identity import ServiceNames, SocketTable
 from probes.programs.socket_trace import (
     PROTO_HTTP,
+    PROTO_KAFKA,
+    PROTO_MONGODB,
+    PROTO_MYSQL,
+    PROTO_POSTGRES,
+    PROTO_REDIS,
     ROLE_CLIENT,
     ROLE_SERVER,
     FlowEvent,
@@ -24,9 +29,17 @@ from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
 SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
-# The kernel's protocol id -> (network.protocol.name, the parser's summarize()).
+# The kernel's protocol id (bpf/socket_trace.c enum proto) -> network.protocol.name.
+PROTOCOL_NAMES = {
+    PROTO_HTTP: schema.PROTO_HTTP,
+    PROTO_POSTGRES: schema.PROTO_POSTGRESQL,
+    PROTO_MYSQL: schema.PROTO_MYSQL,
+    PROTO_REDIS: schema.PROTO_REDIS,
+    PROTO_MONGODB: schema.PROTO_MONGODB,
+    PROTO_KAFKA: schema.PROTO_KAFKA,
+}
+# The kernel's protocol id -> the parser that summarizes one captured exchange (HTTP aside).
 PROTOCOL_PARSERS = {}
-FLOW_PROTOCOLS = {PROTO_HTTP: schema.PROTO_HTTP}
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
@@ -189,8 +202,8 @@ class RecordBuilder:
         if parser is None:
             self._skip(f"no parser for protocol {event.proto}")
             return None
-        name, summarize = parser
-        fields = summarize(bytes(event.req[: event.req_len]), bytes(event.resp[: event.resp_len]))
+        name = PROTOCOL_NAMES[event.proto]
+        fields = parser(bytes(event.req[: event.req_len]), bytes(event.resp[: event.resp_len]))
         if fields is None:
             self._skip(f"unparseable {name} exchange")
             return None
@@ -239,7 +252,7 @@ class RecordBuilder:
             schema.HOST: self.host,
             schema.TS: event.closed_ns + self.clock_offset_ns,
             **ends,
-            schema.PROTOCOL: FLOW_PROTOCOLS.get(event.proto, "tcp"),
+            schema.PROTOCOL: PROTOCOL_NAMES.get(event.proto, "tcp"),
             schema.FLOW_EVENT: "close",
             schema.FLOW_BYTES_SENT: event.bytes_sent,
             schema.FLOW_BYTES_RECEIVED: event.bytes_recv,
