@@ -38,7 +38,8 @@
 #define MAX_REQ 1024                      /* request prefix: HTTP head, SQL text up to 1 KiB */
 #define MAX_RESP 256                      /* response prefix: status + length headers */
 #define MAX_CONNS 65536
-#define MAX_PENDING 8192                  /* connections with a request in flight (8 MiB) */
+#define MAX_PENDING 8192                  /* connections with a request in flight (10 MiB) */
+#define MAX_APPEND 256                    /* a later write adds < this to a request's capture */
 
 enum role { ROLE_UNKNOWN = 0, ROLE_SERVER = 1, ROLE_CLIENT = 2 };
 /* Mirrored in probes/programs/socket_trace.py PROTOCOLS. */
@@ -85,7 +86,7 @@ struct conn {
 
 struct req_buf {
     u32 len;
-    u8 data[MAX_REQ];
+    u8 data[MAX_REQ + MAX_APPEND];  /* slack so the verifier can prove an append stays inside */
 };
 
 /* Arguments of a data syscall in flight, from entry to exit. */
@@ -428,6 +429,23 @@ static __always_inline void stash_request(u64 key, void *buf, u64 len) {
     bpf_probe_read_user(rb->data, n, buf);
 }
 
+/* A request that came in several writes (a head split by the app, a small first segment):
+ * later writes extend the capture until it holds MAX_REQ bytes. */
+static __always_inline void append_request(u64 key, void *buf, u64 len) {
+    struct req_buf *rb = req_bufs.lookup(&key);
+    if (!rb || rb->len >= MAX_REQ)
+        return;
+    u32 off = rb->len & (MAX_REQ - 1);
+    u32 n = MAX_REQ - off;
+    if (n > MAX_APPEND - 1)
+        n = MAX_APPEND - 1;
+    if (n > len)
+        n = len;
+    n &= MAX_APPEND - 1;  /* a no-op the verifier can see: off + n < MAX_REQ + MAX_APPEND */
+    if (bpf_probe_read_user(&rb->data[off], n, buf) == 0)
+        rb->len = off + n;
+}
+
 static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u64 len, u64 now) {
     struct http_event *e = events.ringbuf_reserve(sizeof(struct http_event));
     count(CNT_HTTP_EXCHANGES);
@@ -497,6 +515,7 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
              * (sendfile-only, splice) or the client pipelines; start over rather than stall. */
             if (c->proto != PROTO_HTTP || !is_http_request(head)) {
                 c->req_bytes += ret;  /* body, the rest of the head, or a pipelined request */
+                append_request(conn_key, buf, len);
                 return 0;
             }
             count(CNT_UNANSWERED);

@@ -24,7 +24,7 @@ from probes.programs.socket_trace import (
     HttpEvent,
     format_addr,
 )
-from probes.protocols import http1
+from probes.protocols import INVALID, NEED_MORE, OK, http1
 from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
@@ -45,6 +45,7 @@ TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
 MEMO_LIMIT = 4096  # distinct request / response prefixes remembered
 MISSING = object()
+MAX_PIPELINED = 64  # requests counted in one capture; a 1 KiB capture holds ~20 small ones
 _TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})(-.*)?")
 NO_BODY_STATUSES = (204, 304)  # and every 1xx, and any answer to HEAD (RFC 9110 6.4.1)
 
@@ -92,6 +93,26 @@ def response_bytes(method: str, response: tuple, first_syscall_bytes: int) -> in
     if truncated:  # the capture cut the head: it is longer than what we read
         return max(first_syscall_bytes, header_bytes + content_length)
     return header_bytes + content_length
+
+
+def pipelined_requests(prefix: bytes) -> int:
+    """How many HTTP requests a client wrote at once, as far as the capture shows. The kernel
+    pairs the first with its response and sees the others' responses as the same exchange's."""
+    head_end = prefix.find(b"\r\n\r\n")
+    if head_end < 0 or head_end + 4 >= len(prefix):
+        return 1  # the common case, decided without parsing: nothing after the head
+    count, rest = 0, prefix
+    while rest and count < MAX_PIPELINED:
+        result = http1.parse_request(rest)
+        if result.status == INVALID or (
+            result.status == NEED_MORE and count and not http1.looks_like_http(rest)
+        ):
+            break
+        count += 1
+        if result.status != OK:
+            break  # the capture cut this one: it was sent all the same
+        rest = rest[result.consumed :]
+    return max(count, 1)
 
 
 def _remember(memo: dict, key: bytes, value) -> None:
@@ -224,6 +245,8 @@ class RecordBuilder:
                 schema.USER_AGENT: safe_text(head.headers.get("user-agent", ""), USER_AGENT_LIMIT),
                 TRACEPARENT_KEY: parse_traceparent(head.headers.get("traceparent")),
             }
+            if head and (count := pipelined_requests(prefix)) > 1:
+                fields[schema.REQUEST_COUNT] = count
             _remember(self._request_memo, prefix, fields)
         return dict(fields) if fields else None
 

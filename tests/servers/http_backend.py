@@ -2,7 +2,9 @@
 
     python tests/servers/http_backend.py PORT
 
-GET /users/<id> -> 200; GET /slow -> 200 after SLOW_SECONDS; POST /boom -> 500; anything else -> 404.
+GET /users/<id> -> 200; GET /slow -> 200 after SLOW_SECONDS; GET /chunked -> 200 in three chunks;
+HEAD /users/<id> -> 200 without a body; POST /boom -> 500 (after "100 Continue" when asked);
+anything else -> 404.
 """
 
 import sys
@@ -25,8 +27,24 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def do_HEAD(self):
+        self.send_response(200 if self.path.startswith("/users/") else 404)
+        self.send_header("Content-Length", "20")
+        self.end_headers()
+
+    def _chunked(self):
+        self.send_response(200)
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for part in (b"first ", b"second ", b"third\n"):
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+
     def do_GET(self):
-        if self.path.startswith("/users/"):
+        if self.path == "/chunked":
+            self._chunked()
+        elif self.path.startswith("/users/"):
             self._answer(200, b'{"user": "someone"}\n')
         elif self.path == "/slow":
             time.sleep(SLOW_SECONDS)
