@@ -38,7 +38,7 @@ MAX_FRAME_BYTES = 100 * 1024 * 1024
 MIN_REQUEST_BYTES = 8  # api key, api version, correlation id
 # Heartbeat and LeaveGroup v0 answer with a correlation id and an error code, nothing else.
 MIN_RESPONSE_BYTES = 6
-# Api keys are allocated one by one (92 by Kafka 4.1); versions grow by a few a year (Fetch is at
+# Api keys are allocated one by one (92 so far); versions grow by a few a year (Fetch is at
 # 18 after fifteen years). Anything far beyond is not Kafka, or not the start of a message.
 MAX_API_KEY = 127
 MAX_API_VERSION = 63
@@ -141,7 +141,8 @@ API_KEYS = {
     91: ("AlterShareGroupOffsets", 0),
     92: ("DeleteShareGroupOffsets", 0),
 }
-PRODUCE, FETCH, LIST_OFFSETS, METADATA, CONTROLLED_SHUTDOWN, OFFSET_COMMIT, API_VERSIONS = 0, 1, 2, 3, 7, 8, 18
+PRODUCE, FETCH, LIST_OFFSETS, METADATA, CONTROLLED_SHUTDOWN, OFFSET_COMMIT = 0, 1, 2, 3, 7, 8
+FIND_COORDINATOR, API_VERSIONS, CREATE_TOPICS = 10, 18, 19
 
 # The commonest error codes by their names in Kafka's Errors enum; others go out as numbers.
 ERROR_NAMES = {
@@ -190,7 +191,7 @@ ERROR_NAMES = {
 # from some version on: api key -> (first version with the throttle time in front, last version
 # laid out this way, or None for all).
 _TOP_LEVEL_ERROR = {
-    10: (1, 3),  # FindCoordinator; v4+ answer per coordinator key
+    10: (1, 3),  # FindCoordinator; v4+ answer per key asked about (_read_coordinators)
     11: (2, None),  # JoinGroup
     12: (1, None),  # Heartbeat
     13: (1, None),  # LeaveGroup
@@ -218,7 +219,7 @@ class KafkaRequest:
     correlation_id: int
     client_id: str | None
     topics: tuple[str, ...]  # Produce and Fetch: topic names in order, at most MAX_TOPICS_KEPT
-    record_count: int | None  # Produce: records in the batches read; None if none was reachable
+    record_count: int | None  # Produce: records in the batches read (fewer if truncated); None if none
     size: int  # bytes of the whole message on the wire, size field included
     truncated: bool  # the capture ended before the message did
 
@@ -235,17 +236,14 @@ class KafkaResponse:
 
 
 def api_name(api_key: int) -> str | None:
-    entry = API_KEYS.get(api_key)
+    entry = API_KEYS.get(api_key) if isinstance(api_key, int) else None
     return entry[0] if entry else None
 
 
-def is_flexible(api_key: int, api_version: int) -> bool:
-    entry = API_KEYS.get(api_key)
-    return bool(entry) and entry[1] is not None and api_version >= entry[1]
-
-
-def error_name(code: int) -> str:
+def error_name(code: int) -> str | None:
     """Kafka's name for an error code, or the number itself for the less common ones."""
+    if not isinstance(code, int):
+        return None
     return ERROR_NAMES.get(code, str(code))
 
 
@@ -269,7 +267,9 @@ def parse_response(buf: bytes, api_key: int | None = None, api_version: int | No
     problem = _check_api(api_key, api_version)
     if problem:
         return invalid(problem)
-    return _parse_strict(buf, MIN_RESPONSE_BYTES, lambda r, size: _read_response(r, size, api_key, api_version))
+    return _parse_strict(
+        buf, MIN_RESPONSE_BYTES, lambda r, size: _read_response(r, size, api_key, api_version)
+    )
 
 
 def read_request(captured: bytes) -> KafkaRequest | None:
@@ -277,7 +277,9 @@ def read_request(captured: bytes) -> KafkaRequest | None:
     return _read_lenient(captured, MIN_REQUEST_BYTES, _read_request)
 
 
-def read_response(captured: bytes, api_key: int | None = None, api_version: int | None = None):
+def read_response(
+    captured: bytes, api_key: int | None = None, api_version: int | None = None
+) -> KafkaResponse | None:
     """The first response in a capture, as far as it goes: KafkaResponse, or None if not one."""
     if _check_api(api_key, api_version):
         return None
@@ -369,6 +371,11 @@ def _frame_size(buf: bytes, min_size: int) -> int | ParseResult:
     return size
 
 
+def _is_flexible(api_key: int, api_version: int) -> bool:
+    entry = API_KEYS.get(api_key)
+    return bool(entry) and entry[1] is not None and api_version >= entry[1]
+
+
 def _check_api(api_key, api_version) -> str | None:
     if api_key is None and api_version is None:
         return None
@@ -383,27 +390,28 @@ def _check_api(api_key, api_version) -> str | None:
 
 
 def _read_request(r: "_Reader", end: int) -> KafkaRequest:
-    api_key, api_version, correlation_id = r.int16(), r.int16(), r.int32()
+    api_key = r.int16()
     if not 0 <= api_key <= MAX_API_KEY:
         raise _Malformed(f"api key {api_key} out of range")
+    api_version = r.int16()
     if not 0 <= api_version <= MAX_API_VERSION:
         raise _Malformed(f"api version {api_version} out of range")
+    correlation_id = r.int32()
     client_id = None
     if not (api_key == CONTROLLED_SHUTDOWN and api_version == 0):  # the one user of header v0
         raw = r.string(nullable=True, compact=False)  # a classic string even in header v2
         client_id = None if raw is None else safe_text(raw)
-    r.flexible = is_flexible(api_key, api_version)
+    r.flexible = _is_flexible(api_key, api_version)
     r.tagged_fields()
     body = _Body()
-    r.lenient_from_here()
     try:
         if api_key == PRODUCE:
             _read_produce_request(r, api_version, body)
         elif api_key == FETCH:
             _read_fetch_request(r, api_version, body)
-    except _Cut:
+    except (_Cut, _Malformed):
         if not r.lenient:
-            raise
+            raise  # a capture keeps what its header said, and what the body said before it ended
     return KafkaRequest(
         api_key,
         api_name(api_key),
@@ -517,13 +525,12 @@ def _read_response(r: "_Reader", end: int, api_key: int | None, api_version: int
     if api_key is not None:
         # ApiVersions answers with header v0 whatever its version: a client that asked in a
         # version the broker does not know must still read the error code.
-        r.flexible = is_flexible(api_key, api_version)
+        r.flexible = _is_flexible(api_key, api_version)
         if api_key != API_VERSIONS:
             r.tagged_fields()
-        r.lenient_from_here()
         try:
             _read_response_body(r, api_key, api_version, body)
-        except _Cut:
+        except (_Cut, _Malformed):
             if not r.lenient:
                 raise
     return KafkaResponse(
@@ -546,6 +553,10 @@ def _read_response_body(r: "_Reader", api_key: int, version: int, body: _Body):
         _read_metadata_response(r, version, body)
     elif api_key in (LIST_OFFSETS, OFFSET_COMMIT):
         _read_partition_errors(r, api_key, version, body)
+    elif api_key == CREATE_TOPICS:
+        _read_create_topics_response(r, version, body)
+    elif api_key == FIND_COORDINATOR and version >= 4:
+        _read_coordinators(r, body)
     elif api_key in _TOP_LEVEL_ERROR:
         throttle_from, last = _TOP_LEVEL_ERROR[api_key]
         if last is None or version <= last:
@@ -656,6 +667,39 @@ def _read_partition_errors(r: "_Reader", api_key: int, version: int, body: _Body
         r.tagged_fields()
 
 
+def _read_create_topics_response(r: "_Reader", version: int, body: _Body):
+    if version >= 2:
+        r.skip(4)  # throttle time
+    for _ in r.array():
+        r.string()  # name
+        if version >= 7:
+            r.skip(16)  # topic id
+        body.error(r.int16())
+        if version >= 1:
+            r.string(nullable=True)  # error message
+        if version >= 5:
+            r.skip(4 + 2)  # partitions, replication factor
+            for _ in r.array(nullable=True):  # configs
+                r.string()
+                r.string(nullable=True)
+                r.skip(3)  # read only, source, sensitive
+                r.tagged_fields()
+        r.tagged_fields()
+
+
+def _read_coordinators(r: "_Reader", body: _Body):
+    """FindCoordinator v4+: one answer per key asked about."""
+    r.skip(4)  # throttle time
+    for _ in r.array():
+        r.string()  # key
+        r.skip(4)  # node id
+        r.string()  # host
+        r.skip(4)  # port
+        body.error(r.int16())
+        r.string(nullable=True)  # error message
+        r.tagged_fields()
+
+
 # --- primitive fields -----------------------------------------------------------------------
 
 
@@ -663,20 +707,16 @@ class _Reader:
     """A cursor over one message. Raises _Cut past `available`, _Malformed on impossible lengths.
 
     `flexible` switches strings, arrays and byte fields to compact (unsigned varint) lengths and
-    makes tagged_fields() read something. Once lenient, a cut body ends the reading quietly.
+    makes tagged_fields() read something. A `lenient` reader is for captures: a byte field that
+    runs past the end gives the bytes there are.
     """
 
-    __slots__ = ("buf", "pos", "available", "flexible", "lenient", "_lenient_allowed")
+    __slots__ = ("buf", "pos", "available", "flexible", "lenient")
 
     def __init__(self, buf: bytes, pos: int, available: int, lenient: bool = False):
         self.buf, self.pos, self.available = buf, pos, available
         self.flexible = False
-        self.lenient = False
-        self._lenient_allowed = lenient
-
-    def lenient_from_here(self):
-        """The header is read: from here on a capture may end anywhere."""
-        self.lenient = self._lenient_allowed
+        self.lenient = lenient
 
     def skip(self, n: int):
         if n < 0:
