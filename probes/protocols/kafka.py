@@ -30,9 +30,6 @@ from probes import schema
 from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, invalid
 from probes.redact import safe_text
 
-# Not in probes/schema.py yet: the OpenTelemetry messaging attribute for which broker it is.
-MESSAGING_SYSTEM = "messaging.system"
-
 # Kafka's own default for socket.request.max.bytes: a broker drops a connection sending more.
 MAX_FRAME_BYTES = 100 * 1024 * 1024
 MIN_REQUEST_BYTES = 8  # api key, api version, correlation id
@@ -301,7 +298,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     if answer is not None and answer.correlation_id != head.correlation_id:
         answer = None  # not the answer to this request: its layout would be misread
     attributes = {
-        MESSAGING_SYSTEM: schema.PROTO_KAFKA,
+        schema.MESSAGING_SYSTEM: schema.PROTO_KAFKA,
         schema.DB_OPERATION: head.api_name,
         schema.REQUEST_COUNT: 1,
     }

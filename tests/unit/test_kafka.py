@@ -16,7 +16,6 @@ from probes.protocols.kafka import (
     MAX_API_KEY,
     MAX_API_VERSION,
     MAX_FRAME_BYTES,
-    MESSAGING_SYSTEM,
     api_name,
     error_name,
     parse_request,
@@ -30,6 +29,7 @@ CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "kafka"
 CLIENT_ID = "obsweb-capture"
 # What record_kafka.py put in the record keys and values: none of it may come out of a parser.
 SECRETS = ("secret-payload", "secret-key")
+MESSAGING_SYSTEM = schema.MESSAGING_SYSTEM
 SUMMARY_KEYS = {
     MESSAGING_SYSTEM,
     schema.DB_OPERATION,
