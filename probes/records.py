@@ -24,7 +24,7 @@ from probes.programs.socket_trace import (
     HttpEvent,
     format_addr,
 )
-from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka
+from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb
 from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
@@ -39,7 +39,7 @@ PROTOCOL_NAMES = {
     PROTO_KAFKA: schema.PROTO_KAFKA,
 }
 # The kernel's protocol id -> the parser that summarizes one captured exchange (HTTP aside).
-PROTOCOL_PARSERS = {PROTO_KAFKA: kafka.summarize}
+PROTOCOL_PARSERS = {PROTO_KAFKA: kafka.summarize, PROTO_MONGODB: mongodb.summarize}
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published

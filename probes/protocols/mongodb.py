@@ -26,6 +26,7 @@ import json
 import re
 import struct
 from dataclasses import dataclass
+from functools import lru_cache, partial
 from typing import NamedTuple
 
 from probes.protocols import (
@@ -129,14 +130,37 @@ SHAPE_FIELDS = {
 }
 # Write commands whose shape is in their statements, sent as a kind-1 sequence or a body array.
 STATEMENT_FIELDS = {"update": ("updates", ("q", "u")), "delete": ("deletes", ("q",))}
-# Write errors carry a code but no codeName: the usual ones, by name.
+# mongod's names for its common error codes (error_codes.yml). Write errors carry a code but no
+# codeName, and a capture may end between the two: naming a code from here keeps error.type the
+# same either way. Codes not listed take the reply's codeName when it was captured.
 CODE_NAMES = {
-    11000: "DuplicateKey",
-    121: "DocumentValidationFailure",
-    50: "MaxTimeMSExpired",
-    112: "WriteConflict",
+    2: "BadValue",
+    8: "UnknownError",
+    9: "FailedToParse",
+    11: "UserNotFound",
     13: "Unauthorized",
-    64: "WriteConcernFailed",
+    18: "AuthenticationFailed",
+    26: "NamespaceNotFound",
+    43: "CursorNotFound",
+    48: "NamespaceExists",
+    50: "MaxTimeMSExpired",
+    59: "CommandNotFound",
+    64: "WriteConcernTimeout",
+    85: "IndexOptionsConflict",
+    86: "IndexKeySpecsConflict",
+    89: "NetworkTimeout",
+    91: "ShutdownInProgress",
+    112: "WriteConflict",
+    121: "DocumentValidationFailure",
+    189: "PrimarySteppedDown",
+    251: "NoSuchTransaction",
+    262: "ExceededTimeLimit",
+    292: "QueryExceededMemoryLimitNoDiskUseAllowed",
+    10107: "NotWritablePrimary",
+    11000: "DuplicateKey",
+    11600: "InterruptedAtShutdown",
+    11601: "Interrupted",
+    13435: "NotPrimaryNoSecondaryOk",
 }
 
 _HEADER = struct.Struct("<iiii")
@@ -144,6 +168,7 @@ _INT32 = struct.Struct("<i")
 _UINT32 = struct.Struct("<I")
 _DOUBLE = struct.Struct("<d")
 _INT64 = struct.Struct("<q")
+_JSON = json.JSONEncoder(ensure_ascii=False)  # built once: json.dumps with options builds one per call
 _COMMAND_NAME = re.compile(r"[A-Za-z_$][A-Za-z0-9_$.]{0,63}")
 _CODE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 
@@ -201,6 +226,9 @@ class _Element(NamedTuple):
     key: bytes
     start: int  # first byte of the value
     end: int  # one past its last byte; past the captured bytes when the value was cut
+
+
+_new_element = partial(tuple.__new__, _Element)  # _Element from one tuple, without argument parsing
 
 
 class _Document(NamedTuple):
@@ -321,7 +349,7 @@ def _frame_reply(buf: bytes, header) -> Reply | str:
     if isinstance(message, str):
         return message
     flags, body, _sequences = message
-    status = _reply_status(buf, body, length) if body else (None, None, None)
+    status = _reply_status(buf, body, length) if body is not None else (None, None, None)
     return Reply(
         op_code, request_id, response_to, length, *status, more_to_come=bool(flags & OP_MSG_MORE_TO_COME)
     )
@@ -499,7 +527,9 @@ def _request_fields(buf: bytes, header) -> dict | None:
         if isinstance(message, str):
             return None
         _flags, body, sequences = message
-        name, collection, _database = _command_names(buf, body, avail) if body else (None, None, None)
+        name, collection, _database = (
+            _command_names(buf, body, avail) if body is not None else (None, None, None)
+        )
     if name is None:
         return fields
     fields[DB_OPERATION] = name
@@ -510,7 +540,7 @@ def _request_fields(buf: bytes, header) -> dict | None:
         fields[DB_COLLECTION] = collection
     fields[DB_QUERY_SUMMARY] = f"{name} {collection}" if collection else name
     if body is not None:
-        text = _query_text(buf, name, collection, body, sequences, avail)
+        text = _query_text(buf, name, collection, body, sequences, avail, avail >= length)
         if text is not None:
             fields[DB_QUERY_TEXT] = text
     return fields
@@ -536,7 +566,7 @@ def _reply_fields(buf: bytes) -> dict:
     fields = {ERROR: True}
     if code is not None:
         fields[DB_RESPONSE_STATUS] = str(code)
-    error_type = code_name or CODE_NAMES.get(code) or (str(code) if code is not None else None)
+    error_type = CODE_NAMES.get(code) or code_name
     if error_type:
         fields[ERROR_TYPE] = error_type
     return fields
@@ -613,66 +643,69 @@ def _error_code(buf: bytes, element: _Element, avail: int) -> tuple[int | None, 
     return code, code_name
 
 
-def _query_text(buf, name, collection, body: _Document, sequences, avail) -> str | None:
-    """The command's shape as JSON, every value "?"; None unless all of the shape was captured."""
+def _query_text(buf, name, collection, body: _Document, sequences, avail, whole: bool) -> str | None:
+    """The command's shape as JSON with every value "?", or None unless all of it was captured:
+    the command document whole and, for a write, its first statement whole. A shape cut short
+    would read as a different query, so it is left out rather than guessed.
+
+    `whole`: the capture holds the whole message, so a section it lacks was never sent.
+    """
+    if not body.complete:
+        return None
     if name in STATEMENT_FIELDS:
-        shape = _statement_shape(buf, name, body, sequences, avail)
+        shape = _statement_shape(buf, name, body, sequences, avail, whole)
     elif name in SHAPE_FIELDS:
         shape = _fields_shape(buf, body, SHAPE_FIELDS[name], avail)
-        if shape is not None and len(shape) == 0 and not body.complete:
-            shape = None  # the shape fields may be in the part that was not captured
     else:
         return None
     if shape is None:
         return None
-    text = json.dumps({name: collection or "?", **shape}, ensure_ascii=False)
+    text = _JSON.encode({name: collection or "?", **shape})
     return safe_text(text, MAX_QUERY_TEXT_CHARS)
 
 
 def _fields_shape(buf: bytes, doc: _Document, names, avail: int) -> dict | None:
-    """{field: shape} for the fields of `names` in `doc`; None if one of them was cut."""
+    """{field: shape} for the fields of `names` in a whole document; None if one is not BSON."""
     wanted = {name.encode() for name in names}
     shape = {}
     for element in doc.elements:
-        if element.key not in wanted:
-            continue
-        if element.end > avail:
-            return None
-        value = _shape(buf, element, avail, 1)
-        if value is None:
-            return None
-        shape[_key(element.key)] = value
+        if element.key in wanted:
+            value = _shape(buf, element, avail, 1)
+            if value is None:
+                return None
+            shape[_key(element.key)] = value
     return shape
 
 
-def _statement_shape(buf, name, body: _Document, sequences, avail) -> dict | None:
-    """{"updates": [{"q": ..., "u": ...}]}: the shape of the first statement of a write."""
+def _statement_shape(buf, name, body: _Document, sequences, avail, whole: bool) -> dict | None:
+    """{"updates": [{"q": ..., "u": ...}]}: the shape of the first statement of a write.
+
+    Drivers send the statements as a kind-1 sequence after the body; older ones as a body array.
+    Batches repeat one shape, and a record stands for the whole command, so one is enough.
+    """
     field, parts = STATEMENT_FIELDS[name]
+    identifier = field.encode()
     statement = None
-    for identifier, first, section_end in sequences:
-        if identifier == field.encode():
-            statement = _read_document(buf, first, section_end, avail) if first < avail else None
-            break
-    else:
-        for element in body.elements:
-            if element.key == field.encode() and element.type == _ARRAY_T:
-                statements = _read_document(buf, element.start, element.end, avail)
-                head = statements.elements[0] if statements and statements.elements else None
-                if head and head.type == _DOCUMENT_T:
-                    statement = _read_document(buf, head.start, head.end, avail)
-                break
-        else:
-            return {} if body.complete else None
-    if statement is None:
+    sequence = next((s for s in sequences if s[0] == identifier), None)
+    array = next((e for e in body.elements if e.key == identifier and e.type == _ARRAY_T), None)
+    if sequence is not None:
+        _, first, section_end = sequence
+        statement = _read_document(buf, first, section_end, avail)
+    elif array is not None:
+        statements = _read_document(buf, array.start, array.end, avail)
+        head = statements.elements[0] if statements and statements.elements else None
+        if head and head.type == _DOCUMENT_T:
+            statement = _read_document(buf, head.start, head.end, avail)
+    elif whole:
+        return {}  # a write without statements: the server will refuse it, the shape is empty
+    if statement is None or not statement.complete:
         return None
     shape = _fields_shape(buf, statement, parts, avail)
-    if shape is None or (not statement.complete and len(shape) < len(parts)):
-        return None
-    return {field: [shape]}
+    return None if shape is None else {field: [shape]}
 
 
 def _shape(buf: bytes, element: _Element, avail: int, depth: int):
-    """"?" for a value; for documents {key: shape}; for arrays of documents [shape, ...]."""
+    """ "?" for a value; for documents {key: shape}; for arrays of documents [shape, ...]."""
     if element.type not in (_DOCUMENT_T, _ARRAY_T) or depth >= MAX_SHAPE_DEPTH:
         return "?"
     doc = _read_document(buf, element.start, element.end, avail)
@@ -711,23 +744,32 @@ def _read_document(buf: bytes, pos: int, bound: int, avail: int) -> _Document | 
     if end <= avail and buf[end - 1] != 0:
         return None
     region_end, elements, at = end - 1, [], pos + 4
+    search_end = min(region_end, avail)
+    # This loop runs for every element of every captured command: plain tuples, the fixed-size
+    # types inline, and one find() per key.
     while at < region_end:
         if at >= avail:
             return _Document(elements, False, end)
         element_type = buf[at]
-        nul = buf.find(b"\x00", at + 1, min(region_end, avail))
+        nul = buf.find(b"\x00", at + 1, search_end)
         if element_type == 0 or (nul < 0 and region_end <= avail):
             return None
         if nul < 0:
             return _Document(elements, False, end)
-        value_end = _value_end(buf, element_type, nul + 1, region_end, avail)
-        if value_end == _BAD:
-            return None
+        size = _FIXED_SIZES.get(element_type)
+        if size is not None:
+            value_end = nul + 1 + size
+            if value_end > region_end:
+                return None
+        else:
+            value_end = _value_end(buf, element_type, nul + 1, region_end, avail)
+            if value_end == _BAD:
+                return None
         if value_end == _CUT or value_end > avail:
             if value_end != _CUT and element_type in (_DOCUMENT_T, _ARRAY_T):
-                elements.append(_Element(element_type, buf[at + 1 : nul], nul + 1, value_end))
+                elements.append(_new_element((element_type, buf[at + 1 : nul], nul + 1, value_end)))
             return _Document(elements, False, end)
-        elements.append(_Element(element_type, buf[at + 1 : nul], nul + 1, value_end))
+        elements.append(_new_element((element_type, buf[at + 1 : nul], nul + 1, value_end)))
         at = value_end
     return _Document(elements, end <= avail, end)
 
@@ -744,11 +786,9 @@ def _envelope(buf: bytes, pos: int, bound: int) -> int:
 
 
 def _value_end(buf: bytes, element_type: int, pos: int, region_end: int, avail: int) -> int:
-    """Where a value that starts at `pos` ends; _CUT if its size is not captured, _BAD if wrong."""
-    size = _FIXED_SIZES.get(element_type)
-    if size is not None:
-        end = pos + size
-    elif element_type in (_STRING_T, _CODE_T, _SYMBOL_T, _DBPOINTER_T):
+    """Where a variable-size value that starts at `pos` ends (the fixed sizes are read inline);
+    _CUT if its size is past the captured bytes, _BAD if it cannot be BSON."""
+    if element_type in (_STRING_T, _CODE_T, _SYMBOL_T, _DBPOINTER_T):
         end = _prefixed(buf, pos, region_end, avail, 4, 1)
         if end >= 0 and end <= avail and buf[end - 1] != 0:
             return _BAD
@@ -807,10 +847,13 @@ def _number(buf: bytes, element: _Element, avail: int) -> float | int | None:
 
 
 def _integer(buf: bytes, element: _Element, avail: int) -> int | None:
+    """An error code: any integral number, within int32 as mongod's are."""
     value = _number(buf, element, avail)
-    if isinstance(value, float):
-        return int(value) if value.is_integer() else None
-    return value if element.type != _BOOL_T else None
+    if value is None or element.type == _BOOL_T:
+        return None
+    if isinstance(value, float) and not value.is_integer():
+        return None
+    return int(value) if -(2**31) <= value < 2**31 else None
 
 
 def _code_name(buf: bytes, element: _Element, avail: int) -> str | None:
@@ -822,6 +865,7 @@ def _name(raw: bytes) -> str | None:
     return safe_text(raw, MAX_NAME_CHARS) or None
 
 
+@lru_cache(maxsize=4096)  # field names repeat across queries; the cache is bounded
 def _key(raw: bytes) -> str:
     return safe_text(raw, MAX_KEY_CHARS)
 
