@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 APT_RUN := python3-venv python3-bpfcc bpfcc-tools redis-server redis-tools iproute2 procps
-APT_TEST := nginx wrk chromium curl bpftool
+APT_TEST := nginx wrk chromium curl bpftool openssl postgresql mariadb-server mariadb-client
 STAMP := .local/stamps
 
 .PHONY: run test lint bench deps test-deps kernel migrate admin clean

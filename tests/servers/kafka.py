@@ -54,12 +54,12 @@ def broker_binary(tmp: Path) -> Path:
 
 
 @contextlib.contextmanager
-def kafka_server(advertised_port: int | None = None):
+def kafka_server(advertised_port: int | None = None, service_name: str | None = None):
     """A memory-only broker on a free loopback port; yields the port.
 
     `advertised_port` is what the broker tells clients to connect to in Metadata answers (the
     listening port unless given): a recording proxy in front of the broker passes its own port
-    here so that clients keep talking through it.
+    here so that clients keep talking through it. `service_name` is set as OTEL_SERVICE_NAME.
     """
     port = free_port()
     advertised = advertised_port or port
@@ -81,7 +81,11 @@ def kafka_server(advertised_port: int | None = None):
                 cwd=tmp,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env={**os.environ, "RUST_LOG": "warn"},
+                env={
+                    **os.environ,
+                    "RUST_LOG": "warn",
+                    **({"OTEL_SERVICE_NAME": service_name} if service_name else {}),
+                },
             )
         try:
             _wait_until_ready(proc, port, log_path)

@@ -13,6 +13,7 @@ codeNames (11000 DuplicateKey, 59 CommandNotFound, 50 MaxTimeMSExpired) as mongo
 
 import contextlib
 import importlib.util
+import os
 import subprocess
 import sys
 import tempfile
@@ -28,11 +29,12 @@ POLL_S = 0.25
 
 
 @contextlib.contextmanager
-def mongodb_server(test_commands: bool = True):
+def mongodb_server(test_commands: bool = True, service_name: str | None = None):
     """SecantusDB as a standalone server on a free loopback port, data in a temp dir; yields the port.
 
     `test_commands` enables `configureFailPoint` (off in mongod by default too), which the capture
     recorder uses to make a command slow or time out the way a loaded server would.
+    `service_name` is set as OTEL_SERVICE_NAME, the way obsweb names it.
     """
     if importlib.util.find_spec(SERVER_PACKAGE) is None:
         raise RuntimeError(f"no MongoDB-compatible server: {INSTALL_HINT}")
@@ -60,7 +62,8 @@ def mongodb_server(test_commands: bool = True):
         if test_commands:
             command.append("--enable-test-commands")
         with log_path.open("wb") as log:
-            proc = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT)
+            env = {**os.environ, "OTEL_SERVICE_NAME": service_name} if service_name else None
+            proc = subprocess.Popen(command, cwd=tmp, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             _wait_until_listening(proc, port, log_path)
             yield port
