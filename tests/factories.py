@@ -85,6 +85,120 @@ def db_request(**attrs) -> dict:
     return record
 
 
+def postgres_request(**attrs) -> dict:
+    """The PostgreSQL server's record of one query, literals already replaced on the host."""
+    record = db_request(
+        **{
+            "service.name": "postgres:5432",
+            "db.query.summary": "SELECT users",
+            "duration_ns": 1_200_000,
+            "request.bytes": 80,
+            "response.bytes": 200,
+            "request.count": 1,
+        }
+    )
+    record.update(attrs)
+    return record
+
+
+def postgres_error(**attrs) -> dict:
+    """A query that failed: undefined_table, as SQLSTATE in both error.type and the status code."""
+    return postgres_request(
+        **{
+            "db.query.text": "SELECT * FROM missing WHERE id = ?",
+            "db.collection.name": "missing",
+            "db.query.summary": "SELECT missing",
+            "error": True,
+            "error.type": "42P01",
+            "db.response.status_code": "42P01",
+            **attrs,
+        }
+    )
+
+
+def mysql_request(**attrs) -> dict:
+    record = db_request(
+        **{
+            "service.name": "mysql:3306",
+            "server.port": 3306,
+            "network.protocol.name": "mysql",
+            "db.system": "mysql",
+            "db.operation.name": "UPDATE",
+            "db.collection.name": "orders",
+            "db.query.text": "UPDATE orders SET state = ? WHERE id = ?",
+            "db.query.summary": "UPDATE orders",
+        }
+    )
+    record.update(attrs)
+    return record
+
+
+def redis_request(**attrs) -> dict:
+    """One Redis command; a pipeline is one record with request.count commands."""
+    record = db_request(
+        **{
+            "service.name": "redis:6379",
+            "server.port": 6379,
+            "network.protocol.name": "redis",
+            "db.system": "redis",
+            "db.operation.name": "GET",
+            "db.query.text": "GET ?",
+        }
+    )
+    del record["db.collection.name"]
+    record.update(attrs)
+    return record
+
+
+def mongodb_request(**attrs) -> dict:
+    record = db_request(
+        **{
+            "service.name": "mongo:27017",
+            "server.port": 27017,
+            "network.protocol.name": "mongodb",
+            "db.system": "mongodb",
+            "db.operation.name": "find",
+            "db.collection.name": "carts",
+            "db.query.text": '{"find": "carts", "filter": {"user": "?"}}',
+            "db.query.summary": "find carts",
+        }
+    )
+    record.update(attrs)
+    return record
+
+
+def kafka_request(**attrs) -> dict:
+    """A Kafka Produce to the topic "orders": a messaging record, no db.* query."""
+    record = db_request(
+        **{
+            "service.name": "kafka:9092",
+            "server.port": 9092,
+            "network.protocol.name": "kafka",
+            "messaging.system": "kafka",
+            "db.operation.name": "Produce",
+            "messaging.destination.name": "orders",
+        }
+    )
+    for key in ("db.system", "db.collection.name", "db.query.text"):
+        del record[key]
+    record.update(attrs)
+    return record
+
+
+def caller_side(server_record: dict, **attrs) -> dict:
+    """The same call as the caller (shop-api) saw it: a client record whose peer is the server."""
+    record = {
+        **server_record,
+        "service.name": "shop-api",
+        "span.kind": "client",
+        "client.port": 40001,
+        "peer.service": server_record["service.name"],
+        "span_id": "2222222222222222",
+    }
+    record.update(attrs)
+    return record
+
+
 def flow(**attrs) -> dict:
     record = {
         "kind": "flow",

@@ -2,7 +2,7 @@ import pytest
 
 from obsweb.telemetry.aggregate import apply_records
 from obsweb.telemetry.records import to_datetime
-from tests.factories import ALLOWED, T0, api_client, now_ns, request
+from tests.factories import ALLOWED, T0, api_client, now_ns, postgres_error, request
 
 URL = "/api/v1/requests"
 
@@ -96,3 +96,15 @@ def test_it_rejects_bad_parameters_with_400_and_a_message(personas, params, mess
 
     assert response.status_code == 400
     assert message in response.json()["detail"]
+
+
+def test_a_failed_database_query_is_listed_with_its_error_type_and_status(personas):
+    apply_records([postgres_error(ts=now_ns(seconds_ago=60))])
+
+    (row,) = samples(api_client(personas, "viewer"), service="postgres:5432")
+
+    assert (row["error"], row["error.type"], row["db.response.status_code"]) == (True, "42P01", "42P01")
+    assert (row["db.query.text"], row["network.protocol.name"]) == (
+        "SELECT * FROM missing WHERE id = ?",
+        "postgresql",
+    )

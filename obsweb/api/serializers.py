@@ -23,6 +23,14 @@ class WindowQuery(serializers.Serializer):
         return attrs
 
 
+class EndpointsQuery(WindowQuery):
+    sort = serializers.ChoiceField(
+        choices=queries.ENDPOINT_SORTS,
+        default=queries.SORT_REQUESTS,
+        help_text="Busiest first by requests, or by total_time (the sum of durations): the top queries.",
+    )
+
+
 class RequestsQuery(WindowQuery):
     since = serializers.CharField(
         required=False, allow_blank=True, help_text=WINDOW_HELP + " Without since and until: any age."
@@ -64,14 +72,21 @@ class EndpointSummary(serializers.Serializer):
     method = serializers.CharField(required=False, help_text="HTTP only.")
     route = serializers.CharField(required=False, help_text="HTTP only.")
     operation = serializers.CharField(required=False, help_text="Other protocols.")
-    collection = serializers.CharField(required=False, help_text="MongoDB, Redis and others.")
-    table = serializers.CharField(required=False, help_text="PostgreSQL, MySQL.")
+    collection = serializers.CharField(required=False, help_text="MongoDB and unknown protocols.")
+    table = serializers.CharField(required=False, help_text="PostgreSQL, MySQL, Redis.")
     topic = serializers.CharField(required=False, help_text="Kafka.")
-    requests = serializers.IntegerField()
+    query = serializers.CharField(
+        required=False, allow_blank=True, help_text="Other protocols: db.query.text, literals replaced by ?."
+    )
+    query_summary = serializers.CharField(
+        required=False, allow_blank=True, help_text="Other protocols: db.query.summary."
+    )
+    requests = serializers.IntegerField(help_text="Operations: a pipeline of n counts n.")
     errors = serializers.IntegerField()
     p50_ms = serializers.FloatField(allow_null=True)
     p90_ms = serializers.FloatField(allow_null=True)
     p99_ms = serializers.FloatField(allow_null=True)
+    total_ms = serializers.FloatField(required=False, help_text="Other protocols: the sum of durations.")
     status_codes = serializers.DictField(child=serializers.IntegerField(), help_text='{"200": requests}')
 
 

@@ -48,10 +48,10 @@ class ServiceListView(APIView):
 
 class EndpointListView(APIView):
     @extend_schema(
-        summary="A service's endpoints (HTTP routes or protocol operations) with traffic in the window",
+        summary="A service's endpoints (HTTP routes, or operations per query) with traffic in the window",
         parameters=[
             OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Service name."),
-            serializers.WindowQuery,
+            serializers.EndpointsQuery,
         ],
         responses={
             200: serializers.EndpointList,
@@ -60,8 +60,9 @@ class EndpointListView(APIView):
         },
     )
     def get(self, request, name: str):
-        since, until = _query(serializers.WindowQuery, request)["window"]
-        endpoints = queries.endpoint_summaries(name, since, until)
+        query = _query(serializers.EndpointsQuery, request)
+        since, until = query["window"]
+        endpoints = queries.endpoint_summaries(name, since, until, sort=query["sort"])
         if endpoints is None:
             raise NotFound(f"no service named {name!r}")
         return Response({"endpoints": endpoints})

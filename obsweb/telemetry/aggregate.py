@@ -9,6 +9,7 @@ A record that cannot be used (unknown kind, missing key, wrong type) is counted 
 never failing its batch.
 """
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from obsweb.telemetry.records import (
     _opt_str,
     _req_int,
     _req_str,
+    _request_count,
     _text,
     _ts,
     to_datetime,
@@ -46,10 +48,13 @@ SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code"
                  "trace_id", "span_id", "parent_span_id", "attributes"]  # fmt: skip
 HEARTBEAT_FIELDS = ["last_seen", "agent_version", "kernel", "probes", "events_seen", "events_dropped",
                     "events_per_s"]  # fmt: skip
+# db.query.text is cut to the kernel's 1 KiB capture; more than this is no query the probes send.
+QUERY_MAX_CHARS = 4096
+QUERY_HASH_CHARS = 16
 
 
 # Row keys use names, not ids, so aggregation needs no database; ids are resolved once per batch.
-# EndpointKey: (service, protocol, method, route, operation, target)
+# EndpointKey: (service, protocol, method, route, operation, target, query_hash)
 # RollupKey: (minute_ns, EndpointKey, status_code)
 # EdgeKey: (minute_ns, source, target, protocol)
 
@@ -102,6 +107,7 @@ class Batch:
         self.slow_ns = settings.SLOW_REQUEST_MS * 1_000_000
         self.services: dict[str, ServiceSeen] = {}
         self.rollups: dict[tuple, Totals] = {}
+        self.queries: dict[tuple, tuple[str, str]] = {}  # EndpointKey -> (query, summary), first seen
         self.edges: dict[tuple, Totals] = {}
         self.kept: list[SampleCandidate] = []  # errors and slow requests: all of them
         self.reservoir: dict[tuple, list[SampleCandidate]] = {}  # (EndpointKey, minute_ns) -> a few
@@ -161,8 +167,10 @@ class Batch:
         host = _req_str(r, schema.HOST)
         protocol = _req_str(r, schema.PROTOCOL, 32)
         duration = _amount(r, schema.DURATION_NS)
+        count = _request_count(r)
         status = _opt_int(r, schema.HTTP_STATUS) or 0
         error = _error(r, status)
+        query = summary = ""
         if protocol == schema.PROTO_HTTP:
             endpoint = (
                 name,
@@ -171,10 +179,14 @@ class Batch:
                 _opt_str(r, schema.HTTP_ROUTE),
                 "",
                 "",
+                "",
             )
         else:
             target = _opt_str(r, schema.DB_COLLECTION) or _opt_str(r, schema.MESSAGING_DESTINATION)
-            endpoint = (name, protocol, "", "", _opt_str(r, schema.DB_OPERATION, 64), target)
+            query = _opt_str(r, schema.DB_QUERY_TEXT, QUERY_MAX_CHARS)
+            summary = _opt_str(r, schema.DB_QUERY_SUMMARY)
+            operation = _opt_str(r, schema.DB_OPERATION, 64)
+            endpoint = (name, protocol, "", "", operation, target, query_hash(query))
         request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
         response_bytes = _opt_amount(r, schema.RESPONSE_BYTES)
 
@@ -184,12 +196,9 @@ class Batch:
         totals = self.rollups.get(key)
         if totals is None:
             totals = self.rollups[key] = Totals()
-        totals.count += 1
-        totals.errors += error
-        totals.request_bytes += request_bytes
-        totals.response_bytes += response_bytes
-        totals.duration_sum_ns += duration
-        histogram.add(totals.histogram, duration)
+            if query or summary:
+                self.queries.setdefault(endpoint, (query, summary))
+        _tally(totals, count, error, request_bytes, response_bytes, duration)
         self._note_request(ts)
 
         if error or status >= 400 or duration > self.slow_ns:
@@ -205,6 +214,7 @@ class Batch:
         host = _req_str(r, schema.HOST)
         protocol = _req_str(r, schema.PROTOCOL, 32)
         duration = _amount(r, schema.DURATION_NS)
+        count = _request_count(r)
         status = _opt_int(r, schema.HTTP_STATUS) or 0
         error = _error(r, status)
         request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
@@ -212,13 +222,9 @@ class Batch:
         target = self._target(r, ts)
 
         self._service(source, ts, host)
-        totals = self._edge(ts, source, target, protocol)
-        totals.count += 1
-        totals.errors += error
-        totals.request_bytes += request_bytes
-        totals.response_bytes += response_bytes
-        totals.duration_sum_ns += duration
-        histogram.add(totals.histogram, duration)
+        _tally(
+            self._edge(ts, source, target, protocol), count, error, request_bytes, response_bytes, duration
+        )
         self._note_request(ts)
         # The caller's view of a failing or slow call is kept: for external callees it is the only one.
         # Ordinary client-side calls are not sampled: the callee's server-side samples stand for them.
@@ -338,7 +344,7 @@ class Batch:
         def fetch(ids):
             rows = fetch_in(
                 Endpoint.objects.values_list(
-                    "id", "service_id", "protocol", "method", "route", "operation", "target"
+                    "id", "service_id", "protocol", "method", "route", "operation", "target", "query_hash"
                 ),
                 "service_id",
                 ids,
@@ -349,21 +355,25 @@ class Batch:
         missing = wanted - known.keys()
         if missing:
             Endpoint.objects.bulk_create(
-                [
-                    Endpoint(
-                        service_id=services[service],
-                        protocol=protocol,
-                        method=method,
-                        route=route,
-                        operation=operation,
-                        target=target,
-                    )
-                    for service, protocol, method, route, operation, target in missing
-                ],
-                ignore_conflicts=True,
+                [self._new_endpoint(key, services) for key in missing], ignore_conflicts=True
             )
             known = fetch({services[key[0]] for key in missing}) | known
         return known
+
+    def _new_endpoint(self, key: tuple, services: dict[str, int]) -> Endpoint:
+        service, protocol, method, route, operation, target, digest = key
+        query, summary = self.queries.get(key, ("", ""))
+        return Endpoint(
+            service_id=services[service],
+            protocol=protocol,
+            method=method,
+            route=route,
+            operation=operation,
+            target=target,
+            query=query,
+            query_hash=digest,
+            query_summary=summary,
+        )
 
     def _write_rollups(self, services: dict[str, int], endpoints: dict[tuple, int]) -> None:
         if not self.rollups:
@@ -487,6 +497,23 @@ class Batch:
         update_rows(Host, list(changed.values()), HEARTBEAT_FIELDS)
 
 
+def _tally(
+    totals: Totals, count: int, error: bool, request_bytes: int, response_bytes: int, duration: int
+) -> None:
+    """Add one request record standing for `count` operations (pipelined ones) to `totals`.
+
+    Every operation gets the record's duration in the histogram, so percentiles are per operation;
+    errors and the duration sum are per record: one failing record is one error, and the sum is
+    the time the exchanges took (what "top queries by total time" ranks), not count times it.
+    """
+    totals.count += count
+    totals.errors += error
+    totals.request_bytes += request_bytes
+    totals.response_bytes += response_bytes
+    totals.duration_sum_ns += duration
+    histogram.add(totals.histogram, duration, count)
+
+
 def _not_stored(kind, record: dict) -> bool:
     """Records that are valid but deliberately not stored (counted as ignored, not as skipped)."""
     if kind == schema.KIND_RESOURCE:
@@ -534,6 +561,25 @@ def _ensure_hosts(names: set[str]) -> dict[str, int]:
         Host.objects.bulk_create([Host(name=name) for name in missing], ignore_conflicts=True)
         known.update(fetch_in(Host.objects.values_list("name", "id"), "name", missing))
     return known
+
+
+_query_hashes: dict[str, str] = {}
+
+
+def query_hash(query: str) -> str:
+    """The first 16 hex digits of the query text's sha256, "" for no text: part of an endpoint's identity.
+
+    Memoized: the same few normalized queries recur constantly, and a dict lookup costs a fifth
+    of hashing a 1 KiB text.
+    """
+    if not query:
+        return ""
+    digest = _query_hashes.get(query)
+    if digest is None:
+        if len(_query_hashes) > 10_000:
+            _query_hashes.clear()
+        digest = _query_hashes[query] = hashlib.sha256(query.encode()).hexdigest()[:QUERY_HASH_CHARS]
+    return digest
 
 
 _minutes: dict[int, datetime] = {}

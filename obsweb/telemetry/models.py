@@ -23,7 +23,12 @@ class Service(models.Model):
 
 
 class Endpoint(models.Model):
-    """An HTTP route (method + normalized route) or a protocol operation (+ collection/table/topic)."""
+    """An HTTP route (method + normalized route) or a protocol operation (+ collection/table/topic),
+    and for databases one normalized query: each query text is an endpoint of its own.
+
+    The identity holds `query_hash`, not the text: PostgreSQL's B-tree refuses index entries over
+    about 2.7 KB and a query may be 4 KiB (aggregate.QUERY_MAX_CHARS); equal texts hash equal.
+    """
 
     service = models.ForeignKey(Service, on_delete=models.CASCADE, related_name="endpoints")
     protocol = models.CharField(max_length=32)
@@ -31,17 +36,21 @@ class Endpoint(models.Model):
     route = models.CharField(max_length=255, blank=True)
     operation = models.CharField(max_length=64, blank=True)
     target = models.CharField(max_length=255, blank=True)  # collection, table or topic
+    query = models.TextField(blank=True)  # db.query.text as received: literals already replaced by ?
+    query_hash = models.CharField(max_length=16, blank=True)  # sha256 of `query`, 16 hex; "" without one
+    query_summary = models.CharField(max_length=255, blank=True)  # db.query.summary of the first record
 
     class Meta:
         constraints = [
             models.UniqueConstraint(
-                fields=["service", "protocol", "method", "route", "operation", "target"],
+                fields=["service", "protocol", "method", "route", "operation", "target", "query_hash"],
                 name="endpoint_identity",
             )
         ]
 
     def __str__(self):
-        return f"{self.service} {self.method or self.operation} {self.route or self.target}"
+        name = f"{self.service} {self.method or self.operation} {self.route or self.target}"
+        return f"{name} {self.query_summary or self.query_hash}".rstrip()
 
 
 class Rollup(models.Model):

@@ -25,10 +25,15 @@ MINUTE = timedelta(minutes=1)
 TARGET_NAMES = {
     schema.PROTO_POSTGRESQL: "table",
     schema.PROTO_MYSQL: "table",
+    schema.PROTO_REDIS: "table",
     schema.PROTO_KAFKA: "topic",
     schema.PROTO_MONGODB: "collection",
 }
 DEFAULT_TARGET_NAME = "collection"
+# How endpoint_summaries may order its rows, each busiest first.
+SORT_REQUESTS = "requests"
+SORT_TOTAL_TIME = "total_time"  # the sum of durations: where a database spends its time
+ENDPOINT_SORTS = (SORT_REQUESTS, SORT_TOTAL_TIME)
 
 
 class WindowError(ValueError):
@@ -121,39 +126,49 @@ def service_summaries(since: datetime, until: datetime) -> list[dict]:
     return rows
 
 
-def endpoint_summaries(service_name: str, since: datetime, until: datetime) -> list[dict] | None:
-    """One row per endpoint of the service with rollups in the window; None for an unknown service."""
+def endpoint_summaries(
+    service_name: str, since: datetime, until: datetime, sort: str = SORT_REQUESTS
+) -> list[dict] | None:
+    """One row per endpoint of the service with rollups in the window; None for an unknown service.
+
+    Rows come busiest first: by requests, or with sort="total_time" by the sum of their durations.
+    Non-HTTP rows carry that sum as total_ms, with the query the endpoint stands for.
+    """
     service = Service.objects.filter(name=service_name).first()
     if service is None:
         return None
     rollups = Rollup.objects.filter(_in_window(since, until), service=service)
     by_status = rollups.values("endpoint_id", "status_code").annotate(
-        requests=Sum("count"), errors=Sum("errors")
+        requests=Sum("count"), errors=Sum("errors"), duration_ns=Sum("duration_sum_ns")
     )
     hists = _merged_histograms(rollups, "endpoint_id")
-    totals = defaultdict(lambda: {"requests": 0, "errors": 0, "status_codes": {}})
+    totals = defaultdict(lambda: {"requests": 0, "errors": 0, "duration_ns": 0, "status_codes": {}})
     for row in by_status:
         total = totals[row["endpoint_id"]]
         total["requests"] += row["requests"]
         total["errors"] += row["errors"]
+        total["duration_ns"] += row["duration_ns"]
         codes = total["status_codes"]
         codes[str(row["status_code"])] = codes.get(str(row["status_code"]), 0) + row["requests"]
-    rows = []
+    ranked = []
     for endpoint in Endpoint.objects.filter(id__in=totals.keys()):
         total, hist = totals[endpoint.id], hists[endpoint.id]
-        rows.append(
-            {
-                **_endpoint_identity(endpoint),
-                "requests": total["requests"],
-                "errors": total["errors"],
-                "p50_ms": _ms(hist, 0.5),
-                "p90_ms": _ms(hist, 0.9),
-                "p99_ms": _ms(hist, 0.99),
-                "status_codes": dict(sorted(total["status_codes"].items())),
-            }
-        )
-    rows.sort(key=lambda r: (-r["requests"], r.get("route") or r.get("operation") or ""))
-    return rows
+        row = {
+            **_endpoint_identity(endpoint),
+            "requests": total["requests"],
+            "errors": total["errors"],
+            "p50_ms": _ms(hist, 0.5),
+            "p90_ms": _ms(hist, 0.9),
+            "p99_ms": _ms(hist, 0.99),
+            "status_codes": dict(sorted(total["status_codes"].items())),
+        }
+        if endpoint.protocol != schema.PROTO_HTTP:
+            row["total_ms"] = round(total["duration_ns"] / 1e6, 3)
+        busiest = total["duration_ns"] if sort == SORT_TOTAL_TIME else total["requests"]
+        name = endpoint.route or endpoint.operation
+        ranked.append(((-busiest, name, endpoint.method, endpoint.query, endpoint.target), row))
+    ranked.sort(key=lambda pair: pair[0])
+    return [row for _, row in ranked]
 
 
 def _endpoint_identity(endpoint: Endpoint) -> dict:
@@ -162,6 +177,10 @@ def _endpoint_identity(endpoint: Endpoint) -> dict:
     return {
         "operation": endpoint.operation,
         TARGET_NAMES.get(endpoint.protocol, DEFAULT_TARGET_NAME): endpoint.target,
+        "query": endpoint.query,
+        # OpenTelemetry's low-cardinality summary, "{operation} {target}", where the record had none
+        # (the Redis and Kafka parsers send none).
+        "query_summary": endpoint.query_summary or f"{endpoint.operation} {endpoint.target}".strip(),
     }
 
 

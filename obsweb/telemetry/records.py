@@ -15,6 +15,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A ts outside 2000..2100 is a corrupt record, and would overflow datetime well before 2**63.
 TS_MIN = 946_684_800 * NS_PER_S
 TS_MAX = 4_102_444_800 * NS_PER_S
+# Operations one request record may stand for: a 1 KiB capture holds a few hundred pipelined
+# commands at most, so more is a corrupt record, whose count would overflow the rollup totals.
+MAX_REQUEST_COUNT = 1_000_000
 
 
 class SkippedRecord(Exception):
@@ -74,6 +77,20 @@ def _amount(record: dict, key: str) -> int:
 def _opt_amount(record: dict, key: str) -> int:
     """Like _amount, 0 when absent."""
     return _amount(record, key) if record.get(key) is not None else 0
+
+
+def _request_count(record: dict) -> int:
+    """The operations a request record stands for (pipelined ones): 1 when absent, else 1..MAX."""
+    count = record.get(schema.REQUEST_COUNT)
+    if count is None:
+        return 1
+    if type(count) is not int:
+        raise SkippedRecord(f"{schema.REQUEST_COUNT} is {type(count).__name__}, not int")
+    if count < 1:
+        raise SkippedRecord(f"{schema.REQUEST_COUNT} is not positive")
+    if count > MAX_REQUEST_COUNT:
+        raise SkippedRecord(f"{schema.REQUEST_COUNT} is over {MAX_REQUEST_COUNT}")
+    return count
 
 
 def to_datetime(ts_ns: int) -> datetime:
