@@ -80,6 +80,8 @@ struct conn {
     u8 proto;
     u8 pending;
     u8 tls;                   /* the app talks TLS on it: ssl_trace.c sees the plaintext */
+    u8 short_read;            /* its last unclassified request read was 4 bytes */
+    u8 pad[7];
     struct addr laddr;
     struct addr raddr;
 };
@@ -363,7 +365,15 @@ static __always_inline u32 le32(const u8 *p) {
 /* The protocol of a connection from its first message. `request` says the bytes went from
  * client to server; `len` is what the syscall moved. Each test needs the message's own framing
  * to agree with the syscall, so random binary rarely passes; what fails them is PROTO_OTHER. */
-static __always_inline u8 classify(const u8 *h, long len, bool request) {
+/* api_key, api_version, correlation_id, client_id length (-1 or short) of a request header. */
+static __always_inline bool kafka_header(const u8 *h) {
+    u16 api_key = (h[0] << 8) | h[1];
+    u16 api_version = (h[2] << 8) | h[3];
+    s16 client_id_len = (s16)((h[8] << 8) | h[9]);
+    return api_key < 100 && api_version < 32 && client_id_len >= -1 && client_id_len < 256;
+}
+
+static __always_inline u8 classify(const u8 *h, long len, bool request, bool after_short_read) {
     if (is_http_request(h) || is_http_response(h))
         return PROTO_HTTP;
     if (!request) {
@@ -384,10 +394,11 @@ static __always_inline u8 classify(const u8 *h, long len, bool request) {
     u32 op = le32(h + 12);
     if (len >= 16 && le32(h) <= len && le32(h) >= 16 && (op == 2013 || op == 2004))
         return PROTO_MONGODB;
-    /* Kafka: size (BE) covering exactly this write, then api_key and api_version in range. */
-    u16 api_key = (h[4] << 8) | h[5];
-    u16 api_version = (h[6] << 8) | h[7];
-    if (be32(h) + 4 == len && api_key < 100 && api_version < 32)
+    /* Kafka: size (BE) of a request that fits in this write, api_key and api_version in range. */
+    if (be32(h) >= 8 && be32(h) + 4 <= len && kafka_header(h + 4))
+        return PROTO_KAFKA;
+    /* A Kafka broker that read the 4-byte size alone first: the header starts right here. */
+    if (after_short_read && kafka_header(h))
         return PROTO_KAFKA;
     return PROTO_OTHER;
 }
@@ -490,6 +501,9 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
     bool inbound_is_request = c->role == ROLE_SERVER;
     bool request_direction = (dir == DIR_IN) == inbound_is_request;
     u32 n = len < sizeof(head) ? len : sizeof(head);  /* replies can be tiny: Redis ":1\r\n" */
+    bool after_short_read = c->short_read;
+    if (c->proto == PROTO_UNKNOWN && request_direction)
+        c->short_read = len == 4;  /* a length prefix read alone (Kafka brokers do) */
     if (!buf || bpf_probe_read_user(head, n, buf) != 0 || (c->proto == PROTO_UNKNOWN && n < 8)) {
         if (c->pending && request_direction)
             c->req_bytes += ret;
@@ -501,7 +515,7 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
             inbound_is_request = c->role == ROLE_SERVER;
             request_direction = (dir == DIR_IN) == inbound_is_request;
         }
-        c->proto = classify(head, len, request_direction);
+        c->proto = classify(head, len, request_direction, after_short_read);
         if (c->proto == PROTO_OTHER) {
             count(CNT_UNCLASSIFIED);
             return 0;

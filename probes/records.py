@@ -24,7 +24,7 @@ from probes.programs.socket_trace import (
     HttpEvent,
     format_addr,
 )
-from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb
+from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, redis
 from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
@@ -39,7 +39,11 @@ PROTOCOL_NAMES = {
     PROTO_KAFKA: schema.PROTO_KAFKA,
 }
 # The kernel's protocol id -> the parser that summarizes one captured exchange (HTTP aside).
-PROTOCOL_PARSERS = {PROTO_KAFKA: kafka.summarize, PROTO_MONGODB: mongodb.summarize}
+PROTOCOL_PARSERS = {
+    PROTO_KAFKA: kafka.summarize,
+    PROTO_MONGODB: mongodb.summarize,
+    PROTO_REDIS: redis.summarize,
+}
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
@@ -203,8 +207,8 @@ class RecordBuilder:
         }
 
     def _http_fields(self, event: HttpEvent) -> tuple[dict | None, tuple[str, str] | None]:
-        request = self._request_fields(bytes(event.req[: event.req_len]))
-        response = self._response_fields(bytes(event.resp[: event.resp_len]))
+        request = self._request_fields(event.request_capture())
+        response = self._response_fields(event.response_capture())
         if request is None or response is None:
             self._skip("unparseable http head")
             return None, None
@@ -224,7 +228,7 @@ class RecordBuilder:
             self._skip(f"no parser for protocol {event.proto}")
             return None
         name = PROTOCOL_NAMES[event.proto]
-        fields = parser(bytes(event.req[: event.req_len]), bytes(event.resp[: event.resp_len]))
+        fields = parser(event.request_capture(), event.response_capture())
         if fields is None:
             self._skip(f"unparseable {name} exchange")
             return None

@@ -24,7 +24,7 @@ def test_produce_and_fetch_are_counted_per_topic():
     with obsweb_stack() as stack, kafka_server(service_name=BROKER) as port:
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", linger_ms=0, acks=1)
         for i in range(PRODUCED):
-            producer.send("orders", value=b"order-%d" % i).get(timeout=30)  # one Produce each
+            producer.send("orders", value=b"order-%d" % i, partition=0).get(timeout=30)  # one Produce each
         producer.close()
         consumer = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{port}", consumer_timeout_ms=3000)
         consumer.assign([TopicPartition("orders", 0)])

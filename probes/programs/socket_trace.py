@@ -79,6 +79,21 @@ class HttpEvent(ctypes.Structure):
         ("resp", ctypes.c_char * MAX_RESP),
     ]
 
+    # ctypes reads and writes c_char arrays as C strings, cut at the first NUL: binary protocols
+    # (Kafka, PostgreSQL, MongoDB) start with one, so the captures go through raw memory.
+    def request_capture(self) -> bytes:
+        return ctypes.string_at(ctypes.addressof(self) + HttpEvent.req.offset, min(self.req_len, MAX_REQ))
+
+    def response_capture(self) -> bytes:
+        return ctypes.string_at(ctypes.addressof(self) + HttpEvent.resp.offset, min(self.resp_len, MAX_RESP))
+
+    def set_captures(self, request: bytes, response: bytes) -> None:
+        """Fill the captures as the kernel would (cut to their sizes); for tests and tools."""
+        request, response = request[:MAX_REQ], response[:MAX_RESP]
+        ctypes.memmove(ctypes.addressof(self) + HttpEvent.req.offset, request, len(request))
+        ctypes.memmove(ctypes.addressof(self) + HttpEvent.resp.offset, response, len(response))
+        self.req_len, self.resp_len = len(request), len(response)
+
 
 class FlowEvent(ctypes.Structure):
     _fields_ = [

@@ -19,7 +19,6 @@ from probes.programs.socket_trace import (
     AF_INET6,
     EV_FLOW,
     EV_HTTP,
-    MAX_REQ,
     MAX_RESP,
     PROTO_HTTP,
     PROTO_OTHER,
@@ -94,8 +93,8 @@ def http_event(
     event = HttpEvent(
         type=EV_HTTP, proto=PROTO_HTTP, role=role, pid=PID, tid=TID, fd=FD, req_ns=req_ns, resp_ns=resp_ns
     )
-    event.req, event.req_len, event.req_bytes = request[:MAX_REQ], len(request[:MAX_REQ]), len(request)
-    event.resp, event.resp_len = response[:MAX_RESP], len(response[:MAX_RESP])
+    event.set_captures(request, response)
+    event.req_bytes = len(request)
     event.resp_bytes = len(response) if resp_bytes is None else resp_bytes
     event.laddr = addr(*local) if local else Addr()
     event.raddr = addr(*remote) if remote else Addr()
