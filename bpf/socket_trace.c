@@ -390,9 +390,11 @@ static __always_inline u8 classify(const u8 *h, long len, bool request, bool aft
     /* Redis: a RESP array of bulk strings ("*<n>\r\n$"). */
     if (h[0] == '*' && h[1] >= '1' && h[1] <= '9' && (h[2] == '\r' || (h[3] == '\r' && h[2] >= '0' && h[2] <= '9')))
         return PROTO_REDIS;
-    /* MongoDB: messageLength (LE) then OP_MSG 2013 or OP_QUERY 2004 at offset 12. */
+    /* MongoDB: messageLength (LE), requestID, responseTo 0 (a request), then OP_MSG 2013 or
+     * OP_QUERY 2004. Servers may read the 16-byte header alone, so the length may exceed `len`. */
     u32 op = le32(h + 12);
-    if (len >= 16 && le32(h) <= len && le32(h) >= 16 && (op == 2013 || op == 2004))
+    u32 msg_len = le32(h);
+    if (len >= 16 && msg_len >= 16 && msg_len <= 48 << 20 && le32(h + 8) == 0 && (op == 2013 || op == 2004))
         return PROTO_MONGODB;
     /* Kafka: size (BE) of a request that fits in this write, api_key and api_version in range. */
     if (be32(h) >= 8 && be32(h) + 4 <= len && kafka_header(h + 4))
