@@ -90,6 +90,18 @@ class Stack:
         response.raise_for_status()
         return response.json()
 
+    def endpoints(self, service: str) -> list[dict]:
+        """The service's endpoints, or none while the service has not been seen yet (404)."""
+        response = requests.get(
+            f"{self.web}/api/v1/services/{service}/endpoints",
+            headers={"Authorization": f"Token {self.token}"},
+            timeout=10,
+        )
+        if response.status_code == 404:
+            return []
+        response.raise_for_status()
+        return response.json()["endpoints"]
+
     def worker_health(self) -> dict:
         return requests.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5).json()
 

@@ -14,7 +14,7 @@ PRODUCED = 5
 
 
 def operations(stack) -> dict:
-    endpoints = stack.api(f"/api/v1/services/{BROKER}/endpoints")["endpoints"]
+    endpoints = stack.endpoints(BROKER)
     return {(e["operation"], e.get("topic", "")): e for e in endpoints}
 
 

@@ -14,7 +14,7 @@ SLOW_MS = 300
 
 
 def operations(stack) -> dict:
-    endpoints = stack.api(f"/api/v1/services/{SERVER}/endpoints")["endpoints"]
+    endpoints = stack.endpoints(SERVER)
     found = {}
     for e in endpoints:  # several query shapes of one command add up
         key = (e["operation"], e.get("collection", ""))
