@@ -83,6 +83,15 @@
     };
   }
 
+  // What a node is, at a glance: databases square, queues triangles, external peers diamonds.
+  var DATASTORES = { postgresql: true, mysql: true, redis: true, mongodb: true };
+  function symbolOf(n) {
+    if (n.external) return "diamond";
+    if (DATASTORES[n.protocol]) return "square";
+    if (n.protocol === "kafka") return "triangle-up";
+    return "circle";
+  }
+
   var nodeTrace = {
     type: "scatter",
     mode: "markers",
@@ -93,7 +102,7 @@
     marker: {
       size: data.nodes.map(function (n) { return n.size; }),
       color: data.nodes.map(function (n) { return n.colour; }),
-      symbol: data.nodes.map(function (n) { return n.external ? "diamond" : "circle"; }),
+      symbol: data.nodes.map(symbolOf),
       line: { width: 2, color: "#ffffff" },
       opacity: 1,
     },
