@@ -24,7 +24,7 @@ from probes.programs.socket_trace import (
     HttpEvent,
     format_addr,
 )
-from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, redis
+from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, mysql, postgres, redis
 from probes.redact import redact_target, safe_text
 from probes.routes import normalize_route
 
@@ -40,9 +40,11 @@ PROTOCOL_NAMES = {
 }
 # The kernel's protocol id -> the parser that summarizes one captured exchange (HTTP aside).
 PROTOCOL_PARSERS = {
-    PROTO_KAFKA: kafka.summarize,
-    PROTO_MONGODB: mongodb.summarize,
+    PROTO_POSTGRES: postgres.summarize,
+    PROTO_MYSQL: mysql.summarize,
     PROTO_REDIS: redis.summarize,
+    PROTO_MONGODB: mongodb.summarize,
+    PROTO_KAFKA: kafka.summarize,
 }
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
