@@ -165,6 +165,7 @@ class ServiceNames:
         self.sockets = sockets
         self.proc = proc
         self._cache: dict[int, tuple[float, str]] = {}  # pid -> (resolved at, name)
+        self._served_ports: dict[int, set[int]] = {}  # pid -> local ports it answered requests on
 
     def name_for(self, pid: int, comm: str = "") -> str:
         """The service name of `pid`. `comm` is the kernel's name of the thread that made the
@@ -177,7 +178,9 @@ class ServiceNames:
         name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
         if not name:
             base = comm_of(pid, self.proc) or comm or f"pid-{pid}"
-            ports = self.sockets.listen_ports_of(pid)
+            # Forked servers (PostgreSQL backends) close the listening socket they were born
+            # with: the port they answer on names them like their parent.
+            ports = self.sockets.listen_ports_of(pid) or self._served_ports.get(pid, set())
             name = f"{base}:{min(ports)}" if ports else base
         if len(self._cache) > 50_000:  # pids churn; never grow without bound
             self._cache.clear()
@@ -186,6 +189,11 @@ class ServiceNames:
 
     def learn_server_port(self, pid: int, port: int) -> None:
         """A server-side exchange proves `pid` listens on `port`: callees resolve without a rescan."""
-        if self.sockets.pid_by_port.get(port) != pid:
-            self.sockets.pid_by_port[port] = pid
+        served = self._served_ports.setdefault(pid, set())
+        if port not in served:
+            if len(self._served_ports) > 50_000:  # pids churn; never grow without bound
+                self._served_ports.clear()
+                served = self._served_ports.setdefault(pid, set())
+            served.add(port)
             self._cache.pop(pid, None)
+        self.sockets.pid_by_port[port] = pid

@@ -405,7 +405,8 @@ def test_it_tells_server_from_client_by_the_role(builder, role, local, remote, k
 
 
 def test_it_names_a_process_that_exited_by_the_comm_in_its_event(builder):
-    assert builder.exchange(http_event(WRK_GET, NGINX_200, comm=b"nginx"))[schema.SERVICE] == "nginx"
+    # It answered on port 8080: named like a listener would be, so its callers' edges match.
+    assert builder.exchange(http_event(WRK_GET, NGINX_200, comm=b"nginx"))[schema.SERVICE] == "nginx:8080"
     gone_too = PID + 1
     assert builder.flow(flow_event(comm=b"curl", role=ROLE_CLIENT, pid=gone_too))[schema.SERVICE] == "curl"
 
@@ -440,7 +441,7 @@ def test_it_describes_a_closed_connection(builder):
         schema.KIND: schema.KIND_FLOW,
         schema.HOST: "web-1",
         schema.TS: REQ_NS + 40_000_000 + CLOCK_OFFSET_NS,
-        schema.SERVICE: "nginx",
+        schema.SERVICE: "nginx:8080",  # the port it served on names it (a forked server has no listener)
         schema.SPAN_KIND: schema.SPAN_SERVER,
         schema.SERVER_ADDRESS: "127.0.0.1",
         schema.SERVER_PORT: 8080,
