@@ -154,6 +154,11 @@ BPF_HASH(connect_inflight, u64, struct connect_args, 4096);
 BPF_HASH(sk_connecting, u64, u64, 4096);           /* sock address -> conn key */
 BPF_TABLE("lru_hash", struct addr, struct addr, accepted_local, 4096); /* peer -> local */
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+/* Pre-forking servers (PostgreSQL, Apache prefork) accept in the parent and serve in a child. */
+BPF_TABLE("lru_hash", u32, u64, servers, 4096);              /* tgid that accepts -> last fork ns */
+BPF_ARRAY(fork_child, u32, 65536);                           /* [tgid & 0xffff]: a server's child */
+BPF_TABLE("lru_hash", u32, u32, fork_parent, 16384);         /* child tgid -> server tgid */
+BPF_TABLE("lru_hash", u64, struct conn, handed_off, 4096);   /* closed by the server unused */
 BPF_PERCPU_ARRAY(scratch_req, struct req_buf, 1);  /* zeroed value for inserts */
 
 static __always_inline void count(u32 idx) {
@@ -216,6 +221,11 @@ static __always_inline int accept_exit(long ret) {
     }
     u64 key = conn_key(id >> 32, (u32)ret);
     conns.update(&key, &c);
+    u32 tgid = id >> 32;
+    if (!servers.lookup(&tgid)) {
+        u64 never = 0;
+        servers.update(&tgid, &never);
+    }
     return 0;
 }
 
@@ -303,10 +313,48 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
 /* In ssl_trace.c, which the loader appends to this file. */
 static __always_inline void tie_ssl_to_socket(u64 id, u64 conn_key);
 
+/* Runs in the parent. Only children of processes that accept TCP are remembered. */
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = bpf_get_current_pid_tgid() >> 32;
+    u64 *forked_at = servers.lookup(&parent);
+    if (!forked_at)
+        return 0;
+    *forked_at = bpf_ktime_get_ns();
+    u32 child = args->child_pid;
+    u32 slot = child & 0xffff;
+    fork_child.update(&slot, &child);
+    fork_parent.update(&child, &parent);
+    return 0;
+}
+
+/* A server's child using a socket the server accepted: take the server's entry over. The array
+ * check costs no hashing, so processes that are no server's children pay almost nothing. */
+static __always_inline struct conn *adopt(u32 tgid, u32 fd, u64 key) {
+    u32 slot = tgid & 0xffff;
+    u32 *mark = fork_child.lookup(&slot);
+    if (!mark || *mark != tgid)
+        return 0;
+    u32 *parent = fork_parent.lookup(&tgid);
+    if (!parent)
+        return 0;
+    u64 parent_key = conn_key(*parent, fd);
+    struct conn *inherited = handed_off.lookup(&parent_key);
+    if (!inherited)
+        inherited = conns.lookup(&parent_key);
+    if (!inherited)
+        return 0;
+    struct conn copy = *inherited;
+    conns.update(&key, &copy);
+    handed_off.delete(&parent_key);
+    return conns.lookup(&key);
+}
+
 static __always_inline int io_enter(u32 fd, void *ptr, u8 kind, u8 dir) {
     u64 id = bpf_get_current_pid_tgid();
     u64 key = conn_key(id >> 32, fd);
     struct conn *c = conns.lookup(&key);
+    if (!c)
+        c = adopt(id >> 32, fd, key);
     if (!c)
         return 0;  /* the common case: not a socket we track */
     tie_ssl_to_socket(id, key);
@@ -602,6 +650,14 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
     if (!c)
         return 0;
     req_bufs.delete(&key);
+    u32 tgid = id >> 32;
+    u64 *forked_at = servers.lookup(&tgid);
+    if (forked_at && *forked_at >= c->opened_ns && c->bytes_sent == 0 && c->bytes_recv == 0) {
+        /* Accepted, forked, closed unused: a hand-off to the child, not the end of a connection. */
+        handed_off.update(&key, c);
+        conns.delete(&key);
+        return 0;
+    }
     count(CNT_FLOWS);
     struct flow_event *e = events.ringbuf_reserve(sizeof(struct flow_event));
     if (e) {
