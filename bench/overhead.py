@@ -30,9 +30,9 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def wrk(port: int, seconds: int, connections: int) -> int:
+def wrk(url: str, seconds: int, connections: int) -> int:
     out = subprocess.run(
-        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", f"http://127.0.0.1:{port}/static/index.html"],
+        ["wrk", "-t2", f"-c{connections}", f"-d{seconds}s", url],
         capture_output=True,
         text=True,
         check=True,
@@ -77,25 +77,27 @@ def main() -> int:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=20)
+    parser.add_argument("--tls", action="store_true", help="nginx serves HTTPS; the TLS uprobes are on")
     args = parser.parse_args()
 
     rows = []
     with (
         obsweb_stack(with_worker=False) as stack,
         http_backend("bench-backend", env=stack.env) as backend,
-        nginx_proxy(backend) as port,
+        nginx_proxy(backend, tls=args.tls) as port,
     ):
         service = f"nginx:{port}"
-        wrk(port, 2, args.connections)  # warm up nginx and the page cache
+        url = f"{'https' if args.tls else 'http'}://127.0.0.1:{port}/static/index.html"
+        wrk(url, 2, args.connections)  # warm up nginx and the page cache
         for rep in range(args.reps):
-            off = wrk(port, args.seconds, args.connections)
+            off = wrk(url, args.seconds, args.connections)
             worker = stack.start_worker()
             before = settled_count(stack, service)
             cpu_before = cpu_seconds(worker.pid)
             # The ingester runs on another machine in production: paused during the timed run,
             # so the ratio is the host's cost (BPF + worker + Redis writes), then it catches up.
             stack.named["ingest"].send_signal(signal.SIGSTOP)
-            on = wrk(port, args.seconds, args.connections)
+            on = wrk(url, args.seconds, args.connections)
             cpu = cpu_seconds(worker.pid) - cpu_before
             stack.named["ingest"].send_signal(signal.SIGCONT)
             counted = settled_count(stack, service) - before
@@ -136,7 +138,7 @@ def main() -> int:
         f"requests counted in rollups {100 * summary['counted_share_median']:.1f}% of sent"
     )
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / "overhead.json"
+    out = RESULTS / ("overhead-tls.json" if args.tls else "overhead.json")
     out.write_text(
         json.dumps(
             {
