@@ -39,3 +39,12 @@ NEED_MORE_RESULT = ParseResult(NEED_MORE)
 
 def invalid(error: str) -> ParseResult:
     return ParseResult(INVALID, error=error)
+
+
+def as_bytes(buf) -> bytes | None:
+    """The input as bytes, or None for anything that is not bytes-like (parsers then say INVALID)."""
+    if isinstance(buf, bytes):
+        return buf
+    if isinstance(buf, bytearray | memoryview):
+        return bytes(buf)
+    return None

@@ -14,7 +14,7 @@ Both return heads that hold only KEPT_HEADERS, so a head can go into a record as
 import re
 from dataclasses import dataclass
 
-from probes.protocols import NEED_MORE, NEED_MORE_RESULT, OK, ParseResult, invalid
+from probes.protocols import NEED_MORE, NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
 from probes.redact import safe_text
 
 # What the kernel captures of each message (MAX_REQ / MAX_RESP in bpf/socket_trace.c): enough for
@@ -95,7 +95,7 @@ def parse_request(buf: bytes) -> ParseResult:
     The body is framed by chunked transfer coding or Content-Length, else empty. The body
     length is that of the payload (the chunk data, for chunked); `consumed` counts wire bytes.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     head = _split_head(buf, _request_line, _request_line_start)
@@ -124,7 +124,7 @@ def parse_response(buf: bytes, request_method: str | None = None) -> ParseResult
     A response with neither Content-Length nor chunked coding ends when the connection closes,
     which a buffer cannot show: it stays NEED_MORE, and the caller ends it at the close.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     head = _split_head(buf, _status_line, _status_line_start)
@@ -360,7 +360,7 @@ def _captured_lines(prefix: bytes):
     Lenient where the strict parser is not: bare LF ends a line, and header lines that do not
     parse are skipped, because one odd header must not cost the whole request record.
     """
-    prefix = _as_bytes(prefix)
+    prefix = as_bytes(prefix)
     if prefix is None:
         return None
     prefix = prefix[:MAX_HEAD_BYTES]
@@ -393,11 +393,3 @@ def _kept(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
 
 def _text(raw: bytes) -> str:
     return safe_text(raw, limit=MAX_VALUE_CHARS)
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass
 
 from probes import schema
-from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, invalid
+from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
 from probes.redact import safe_text
 
 # Kafka's own default for socket.request.max.bytes: a broker drops a connection sending more.
@@ -246,7 +246,7 @@ def error_name(code: int) -> str | None:
 
 def parse_request(buf: bytes) -> ParseResult:
     """Frame one request at the start of `buf`; message = KafkaRequest."""
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     return _parse_strict(buf, MIN_REQUEST_BYTES, _read_request)
@@ -258,7 +258,7 @@ def parse_response(buf: bytes, api_key: int | None = None, api_version: int | No
     `api_key` and `api_version` are those of the request it answers. Without them only the
     correlation id is read: the header's tagged fields and the body depend on them.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     problem = _check_api(api_key, api_version)
@@ -342,7 +342,7 @@ def _parse_strict(buf: bytes, min_size: int, read_message) -> ParseResult:
 
 
 def _read_lenient(captured: bytes, min_size: int, read_message):
-    captured = _as_bytes(captured)
+    captured = as_bytes(captured)
     if captured is None:
         return None
     size = _frame_size(captured, min_size)
@@ -790,11 +790,3 @@ class _Reader:
         for _ in range(self.uvarint()):
             self.uvarint()  # tag
             self.skip(self.uvarint())
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

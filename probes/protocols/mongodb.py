@@ -35,6 +35,7 @@ from probes.protocols import (
     NEED_MORE_RESULT,
     OK,
     ParseResult,
+    as_bytes,
     invalid,
 )
 from probes.redact import safe_text
@@ -250,7 +251,7 @@ def parse_response(buf: bytes) -> ParseResult:
 def summarize(request: bytes, response: bytes) -> dict | None:
     """Record attributes for one captured exchange (see probes.protocols), or None if the
     request does not start with a MongoDB client message."""
-    request = _as_bytes(request)
+    request = as_bytes(request)
     if request is None:
         return None
     request = request[:MAX_REQUEST_CAPTURE]
@@ -263,7 +264,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     count = _message_count(request)
     if count > 1:
         fields[REQUEST_COUNT] = count
-    fields.update(_reply_fields((_as_bytes(response) or b"")[:MAX_RESPONSE_CAPTURE]))
+    fields.update(_reply_fields((as_bytes(response) or b"")[:MAX_RESPONSE_CAPTURE]))
     return fields
 
 
@@ -271,7 +272,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
 
 
 def _parse(buf, op_codes, frame) -> ParseResult:
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     header = _header(buf, op_codes)
@@ -868,11 +869,3 @@ def _name(raw: bytes) -> str | None:
 @lru_cache(maxsize=4096)  # field names repeat across queries; the cache is bounded
 def _key(raw: bytes) -> str:
     return safe_text(raw, MAX_KEY_CHARS)
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

@@ -23,9 +23,9 @@ https://mariadb.com/kb/en/clientserver-protocol/
 from dataclasses import dataclass, field
 
 from probes import schema
-from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, invalid
-from probes.protocols.sql import normalize_query
-from probes.redact import CUT_MARKER, safe_text
+from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
+from probes.protocols.sql import OPERATION_PREPARE, query_fields
+from probes.redact import safe_text
 
 HEADER_BYTES = 4
 MAX_PAYLOAD = 0xFFFFFF  # a payload of exactly this length continues in the next packet
@@ -42,7 +42,6 @@ MAX_EOF_BYTES = 9  # a 0xfe packet this short is EOF; a row starting with 0xfe i
 MAX_TEXT_CHARS = 512
 OPERATION_STARTUP = "STARTUP"
 OPERATION_AUTH = "AUTH"
-OPERATION_PREPARE = "PREPARE"
 OPERATION_EXECUTE = "EXECUTE"
 
 COM_QUIT = 0x01
@@ -104,7 +103,7 @@ def parse_request(buf: bytes) -> ParseResult:
     one; anything later (an auth switch response, LOCAL INFILE data, the continuation of a
     command longer than 16 MiB) is "Data", never read.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     if len(buf) < HEADER_BYTES:
@@ -138,7 +137,7 @@ def parse_response(buf: bytes) -> ParseResult:
     what the first byte says out of context: COM_STMT_PREPARE's answer and binary-protocol rows
     start with 0x00 as OK does, and are named OK; the framing is exact whatever the name.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     if len(buf) < HEADER_BYTES:
@@ -175,7 +174,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     AUTH. An ERR anywhere in the response capture sets ERROR, with the error number as
     DB_RESPONSE_STATUS and the SQLSTATE (else the number) as ERROR_TYPE.
     """
-    request, response = _as_bytes(request), _as_bytes(response) or b""
+    request, response = as_bytes(request), as_bytes(response) or b""
     if not request:
         return None
     packets = list(_captured(request))
@@ -403,18 +402,7 @@ def _command_fields(packets: list) -> dict | None:
 
 
 def _text_fields(raw: bytes, cut: bool, prepared_only: bool) -> dict:
-    query, summary, operation, table = normalize_query(_sql(raw), schema.PROTO_MYSQL)
-    if cut and query and not query.endswith(CUT_MARKER):
-        query += CUT_MARKER
-    if prepared_only:  # executed in later exchanges, by statement id
-        operation = OPERATION_PREPARE
-        summary = f"{operation} {table}" if table else operation
-    return {
-        schema.DB_OPERATION: operation,
-        schema.DB_COLLECTION: table,
-        schema.DB_QUERY_TEXT: query,
-        schema.DB_QUERY_SUMMARY: summary,
-    }
+    return query_fields(raw, schema.PROTO_MYSQL, cut, prepared_only)
 
 
 def _response_fields(response: bytes) -> dict:
@@ -454,11 +442,3 @@ def _cstring(payload: bytes, pos: int) -> tuple[bytes | None, int]:
 
 def _sql(raw: bytes) -> str:
     return raw.decode("utf-8", errors="replace")
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

@@ -21,9 +21,9 @@ import struct
 from dataclasses import dataclass, field
 
 from probes import schema
-from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, invalid
-from probes.protocols.sql import normalize_query
-from probes.redact import CUT_MARKER, safe_text
+from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
+from probes.protocols.sql import OPERATION_PREPARE, query_fields
+from probes.redact import safe_text
 
 HEADER_BYTES = 5  # type byte and length
 STARTUP_HEADER_BYTES = 8  # length and protocol code, no type byte
@@ -42,7 +42,6 @@ KEPT_STARTUP_PARAMETERS = frozenset(
 OPERATION_STARTUP = "STARTUP"
 OPERATION_AUTH = "AUTH"
 OPERATION_CANCEL = "CANCEL"
-OPERATION_PREPARE = "PREPARE"
 OPERATION_EXECUTE = "EXECUTE"
 ERROR_TYPE_UNKNOWN = "_OTHER"  # OpenTelemetry's error.type when the class is not known
 
@@ -81,7 +80,7 @@ def parse_request(buf: bytes) -> ParseResult:
     The untyped startup-phase messages (StartupMessage, SSLRequest, GSSENCRequest,
     CancelRequest) are told apart from typed ones by their first byte: a length, so 0.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     if buf[:1] == b"\x00":
@@ -96,7 +95,7 @@ def parse_response(buf: bytes, after_encryption_request: bool = False) -> ParseR
     which only the context tells from the start of a NoticeResponse or ParameterStatus: pass
     `after_encryption_request` when the request was one of those.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     if after_encryption_request and buf[:1] and buf[0] in ENCRYPTION_ANSWERS:
@@ -113,7 +112,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     pipeline is one record standing for all of them. An ErrorResponse anywhere in the response
     capture sets ERROR, with its SQLSTATE as ERROR_TYPE and DB_RESPONSE_STATUS.
     """
-    request, response = _as_bytes(request), _as_bytes(response) or b""
+    request, response = as_bytes(request), as_bytes(response) or b""
     if not request:
         return None
     encryption_request = False
@@ -540,18 +539,7 @@ def _bound_statement(messages: list) -> str:
 
 
 def _text_fields(raw: bytes, cut: bool, prepared_only: bool) -> dict:
-    query, summary, operation, table = normalize_query(_sql(raw), schema.PROTO_POSTGRESQL)
-    if cut and query and not query.endswith(CUT_MARKER):
-        query += CUT_MARKER
-    if prepared_only:  # parsed here, executed in a later exchange
-        operation = OPERATION_PREPARE
-        summary = f"{operation} {table}" if table else operation
-    return {
-        schema.DB_OPERATION: operation,
-        schema.DB_COLLECTION: table,
-        schema.DB_QUERY_TEXT: query,
-        schema.DB_QUERY_SUMMARY: summary,
-    }
+    return query_fields(raw, schema.PROTO_POSTGRESQL, cut, prepared_only)
 
 
 def _response_fields(response: bytes, encryption_request: bool) -> dict:
@@ -608,11 +596,3 @@ def _sql(raw: bytes) -> str:
 
 def _name(raw: bytes) -> str:
     return safe_text(raw, limit=64)
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from probes import schema
-from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, invalid
+from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
 from probes.redact import CUT_MARKER
 
 # Bounds on one frame. Real traffic stays far below each; past one, the bytes are an attack or
@@ -201,7 +201,7 @@ def parse_request(buf: bytes) -> ParseResult:
     Blank lines before it are part of the frame (`consumed` counts them). `*0` and `*-1`, which
     Redis also skips without a reply, are INVALID: no client sends them.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     return _result(_Reader(buf), _Reader.command)
@@ -214,7 +214,7 @@ def parse_response(buf: bytes) -> ParseResult:
     the reply it precedes. RESP3's streamed strings and aggregates are INVALID: Redis never sends
     them.
     """
-    buf = _as_bytes(buf)
+    buf = as_bytes(buf)
     if buf is None:
         return invalid("expected bytes")
     return _result(_Reader(buf), _Reader.reply)
@@ -230,7 +230,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     absent means one), and the exchange is an error when any captured reply is one (pushes
     aside), error.type being the first's.
     """
-    request, response = _as_bytes(request), _as_bytes(response)
+    request, response = as_bytes(request), as_bytes(response)
     if not request:
         return None
     commands = _captured_commands(request)
@@ -715,11 +715,3 @@ def _cut_error_prefix(partial: bytes) -> str | None:
     ):
         return None
     return _error_prefix(message)
-
-
-def _as_bytes(buf) -> bytes | None:
-    if isinstance(buf, bytes):
-        return buf
-    if isinstance(buf, bytearray | memoryview):
-        return bytes(buf)
-    return None

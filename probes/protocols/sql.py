@@ -22,6 +22,7 @@ of a string never shows the part it has. Booleans and NULL are words and stay.
 import re
 from functools import lru_cache
 
+from probes import schema
 from probes.redact import CUT_MARKER, safe_text
 from probes.schema import PROTO_MYSQL, PROTO_POSTGRESQL
 
@@ -309,3 +310,23 @@ def _unquote(part: str) -> str:
 
 def _depth(masked: str, start: int, end: int) -> int:
     return masked.count("(", start, end) - masked.count(")", start, end)
+
+
+OPERATION_PREPARE = "PREPARE"
+
+
+def query_fields(raw: bytes, dialect: str, cut: bool, prepared_only: bool) -> dict:
+    """The record fields of one SQL text from a capture: normalized, cut-marked, and named PREPARE
+    when the statement was only prepared in this exchange (it runs in a later one)."""
+    query, summary, operation, table = normalize_query(raw.decode("utf-8", errors="replace"), dialect)
+    if cut and query and not query.endswith(CUT_MARKER):
+        query += CUT_MARKER
+    if prepared_only:
+        operation = OPERATION_PREPARE
+        summary = f"{operation} {table}" if table else operation
+    return {
+        schema.DB_OPERATION: operation,
+        schema.DB_COLLECTION: table,
+        schema.DB_QUERY_TEXT: query,
+        schema.DB_QUERY_SUMMARY: summary,
+    }
