@@ -37,10 +37,8 @@ class Agent:
         self.trace = SocketTrace(self._on_exchange, self._on_flow)
         self.desired = dict.fromkeys(schema.PROBES, True)
         self.probe_errors: dict[str, str | None] = dict.fromkeys(schema.PROBES)
-        self.records_built = 0
         self.loop_at = time.monotonic()
         self.stopping = threading.Event()
-        self._last_seen = 0
 
     # -- events -> records -------------------------------------------------
     def _on_exchange(self, event) -> None:
@@ -48,7 +46,6 @@ class Agent:
             return  # the program stays loaded for the TCP probe; per-probe kernel toggles: issue 6
         record = self.builder.exchange(event)
         if record is not None:
-            self.records_built += 1
             self.publisher.add(record)
 
     def _on_flow(self, event) -> None:
@@ -56,7 +53,6 @@ class Agent:
             return
         record = self.builder.flow(event)
         if record is not None:
-            self.records_built += 1
             self.publisher.add(record)
 
     # -- control -------------------------------------------------------------
