@@ -113,7 +113,7 @@ def main() -> int:
                     "worker_cpu_pct": 100 * cpu / args.seconds,
                     "sent": on,
                     "counted": counted,
-                    "kernel_exchanges": kernel.get("http_exchanges", 0),
+                    "kernel_exchanges": kernel.get("exchanges", 0),
                     "kernel_events_lost": kernel.get("events_lost", 0),
                 }
             )

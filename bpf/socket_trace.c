@@ -58,7 +58,7 @@ enum io_kind { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2 };
 enum direction { DIR_IN = 0, DIR_OUT = 1 };
 
 enum counter {
-    CNT_HTTP_EXCHANGES = 0,   /* paired request/response, exact */
+    CNT_EXCHANGES = 0,        /* paired requests and responses, every protocol, exact */
     CNT_EVENTS_LOST = 1,      /* ring buffer full: exchange counted, record lost */
     CNT_FLOWS = 2,
     CNT_FLOWS_LOST = 3,
@@ -509,7 +509,7 @@ static __always_inline void append_request(u64 key, void *buf, u64 len) {
 
 static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u64 len, u64 now) {
     struct http_event *e = events.ringbuf_reserve(sizeof(struct http_event));
-    count(CNT_HTTP_EXCHANGES);
+    count(CNT_EXCHANGES);
     if (!e) {
         count(CNT_EVENTS_LOST);
         return;

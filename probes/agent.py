@@ -114,7 +114,7 @@ class Agent:
     def stats(self) -> dict:
         kernel = self.trace.counters()
         return {
-            "events_seen": kernel["http_exchanges"] + kernel["flows"],
+            "events_seen": kernel["exchanges"] + kernel["flows"],
             "events_dropped": kernel["events_lost"] + kernel["flows_lost"],
             "events_skipped": self.builder.skipped + self.trace.malformed_events + self.trace.callback_errors,
             "records_dropped": self.publisher.dropped,

@@ -33,7 +33,7 @@ ROLE_UNKNOWN, ROLE_SERVER, ROLE_CLIENT = 0, 1, 2
 PROTO_UNKNOWN, PROTO_HTTP, PROTO_OTHER = 0, 1, 2
 PROTO_POSTGRES, PROTO_MYSQL, PROTO_REDIS, PROTO_MONGODB, PROTO_KAFKA = 3, 4, 5, 6, 7
 COUNTERS = (
-    "http_exchanges",
+    "exchanges",
     "events_lost",
     "flows",
     "flows_lost",
