@@ -17,3 +17,8 @@ WINDOW_CHOICES = [
     ("-24h", "Last 24 hours"),
     ("-7d", "Last 7 days"),
 ]
+
+# The service page: rows in each of its request tables (failing, slowest), and the minute
+# format plotly reads as a date (it ignores time zones: every minute is UTC).
+SAMPLE_ROWS = 10
+CHART_MINUTE_FORMAT = "%Y-%m-%d %H:%M"

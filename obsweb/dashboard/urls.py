@@ -6,4 +6,6 @@ app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("map/", views.service_map, name="map"),
+    # path: captured names may hold "/" (encodeURIComponent sends it as %2F).
+    path("services/<path:name>/", views.service_detail, name="service"),
 ]

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from django.db.models import Q, Sum
 from django.utils import timezone
 
-from obsweb.telemetry import histogram
+from obsweb.telemetry import histogram, series
 from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
 from probes import schema
 
@@ -81,9 +81,7 @@ def _covered_seconds(since: datetime, until: datetime) -> float:
     return max((end - _minute_floor(since)).total_seconds(), 1.0)
 
 
-def _ms(hist: dict, q: float) -> float | None:
-    value = histogram.quantile(hist, q)
-    return None if value is None else round(value / 1e6, 3)
+_ms = series.quantile_ms
 
 
 def _merged_histograms(queryset, key: str) -> dict:
@@ -124,6 +122,25 @@ def service_summaries(since: datetime, until: datetime) -> list[dict]:
         )
     rows.sort(key=lambda r: (-r["requests"], r["name"]))
     return rows
+
+
+def service_timeseries(service_name: str, since: datetime, until: datetime) -> dict:
+    """Requests, errors and p50/p90/p99 of one service for every minute of the window.
+
+    Lists under "minutes", "requests", "errors", "p50_ms", "p90_ms", "p99_ms", oldest first; a
+    minute without requests has 0 and None. Under "window", the same numbers for the whole
+    window with "rps" and "error_rate", from the same rows (one query for both).
+    """
+    rows = list(
+        Rollup.objects.filter(_in_window(since, until), service__name=service_name)
+        .values_list("minute", "count", "errors", "histogram")
+        .iterator(chunk_size=2000)
+    )
+    window = series.totals(rows)
+    requests = window["requests"]
+    window["rps"] = round(requests / _covered_seconds(since, until), 3)
+    window["error_rate"] = window["errors"] / requests if requests else 0
+    return series.per_minute(rows, since, until) | {"window": window}
 
 
 def endpoint_summaries(
@@ -226,8 +243,13 @@ def request_samples(
     *,
     since: datetime | None = None,
     until: datetime | None = None,
+    error: bool | None = None,
+    slowest_first: bool = False,
 ) -> list[dict]:
-    """Stored request samples, newest first: each one's record attributes plus its "id"."""
+    """Stored request samples, newest first (or slowest first): each one's record attributes plus its "id".
+
+    `error` keeps only failed (True) or only successful (False) requests.
+    """
     samples = RequestSample.objects.all()
     if service is not None:
         samples = samples.filter(service__name=service)
@@ -239,5 +261,8 @@ def request_samples(
         samples = samples.filter(ts__gte=since)
     if until is not None:
         samples = samples.filter(ts__lt=until)
-    rows = samples.order_by("-ts", "-id").values_list("id", "attributes")[:limit]
+    if error is not None:
+        samples = samples.filter(error=error)
+    order = ("-duration_ns", "-ts", "-id") if slowest_first else ("-ts", "-id")
+    rows = samples.order_by(*order).values_list("id", "attributes")[:limit]
     return [{**attributes, "id": sample_id} for sample_id, attributes in rows]

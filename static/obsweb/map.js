@@ -98,6 +98,7 @@
     x: data.nodes.map(function (n) { return n.x; }),
     y: data.nodes.map(function (n) { return n.y; }),
     hovertext: data.nodes.map(nodeHover),
+    customdata: data.nodes.map(function (n) { return n.name; }),
     hoverinfo: "text",
     marker: {
       size: data.nodes.map(function (n) { return n.size; }),
@@ -148,4 +149,11 @@
 
   var traces = inlineLabels ? [nodeTrace] : [edgeDotTrace, nodeTrace];
   window.Plotly.newPlot(container, traces, layout, { displayModeBar: false, responsive: true });
+
+  // A click on a node opens that service's page, in the same window (?since= kept).
+  container.on("plotly_click", function (event) {
+    var point = event.points && event.points[0];
+    if (!point || point.customdata == null) return; // an edge dot, not a node
+    window.location.assign("/services/" + encodeURIComponent(point.customdata) + "/" + window.location.search);
+  });
 })();

@@ -49,7 +49,10 @@
     var svc = document.createElement("span");
     svc.className = "svc";
     svc.textContent = s.name;
-    name.appendChild(svc);
+    var link = document.createElement("a");
+    link.href = "/services/" + encodeURIComponent(s.name) + "/" + window.location.search;
+    link.appendChild(svc);
+    name.appendChild(link);
     if (s.protocol) {
       var tag = document.createElement("span");
       tag.className = "tag";
