@@ -99,6 +99,38 @@ class Applied:
     ignored: int = 0  # records deliberately not stored (resource, server-side flows)
 
 
+@dataclass(frozen=True, slots=True)
+class Exchange:
+    """What every request record says, read and checked once for both ends of a call."""
+
+    ts: int
+    service: str
+    host: str
+    protocol: str
+    duration: int
+    count: int
+    status: int
+    error: bool
+    request_bytes: int
+    response_bytes: int
+
+
+def _exchange(r: dict) -> Exchange:
+    status = _opt_int(r, schema.HTTP_STATUS) or 0
+    return Exchange(
+        ts=_ts(r),
+        service=_req_str(r, schema.SERVICE),
+        host=_req_str(r, schema.HOST),
+        protocol=_req_str(r, schema.PROTOCOL, 32),
+        duration=_amount(r, schema.DURATION_NS),
+        count=_request_count(r),
+        status=status,
+        error=_error(r, status),
+        request_bytes=_opt_amount(r, schema.REQUEST_BYTES),
+        response_bytes=_opt_amount(r, schema.RESPONSE_BYTES),
+    )
+
+
 class Batch:
     """Accumulates one batch of records per row key; `write()` then stores it."""
 
@@ -162,74 +194,51 @@ class Batch:
         return name
 
     def _add_server_request(self, r: dict) -> None:
-        ts = _ts(r)
-        name = _req_str(r, schema.SERVICE)
-        host = _req_str(r, schema.HOST)
-        protocol = _req_str(r, schema.PROTOCOL, 32)
-        duration = _amount(r, schema.DURATION_NS)
-        count = _request_count(r)
-        status = _opt_int(r, schema.HTTP_STATUS) or 0
-        error = _error(r, status)
-        query = summary = ""
-        if protocol == schema.PROTO_HTTP:
-            endpoint = (
-                name,
-                protocol,
-                _opt_str(r, schema.HTTP_METHOD, 32),
-                _opt_str(r, schema.HTTP_ROUTE),
-                "",
-                "",
-                "",
-            )
+        x = _exchange(r)
+        if x.protocol == schema.PROTO_HTTP:
+            query = summary = ""
+            method, route = _opt_str(r, schema.HTTP_METHOD, 32), _opt_str(r, schema.HTTP_ROUTE)
+            endpoint = (x.service, x.protocol, method, route, "", "", "")
         else:
             target = _opt_str(r, schema.DB_COLLECTION) or _opt_str(r, schema.MESSAGING_DESTINATION)
             query = _opt_str(r, schema.DB_QUERY_TEXT, QUERY_MAX_CHARS)
             summary = _opt_str(r, schema.DB_QUERY_SUMMARY)
             operation = _opt_str(r, schema.DB_OPERATION, 64)
-            endpoint = (name, protocol, "", "", operation, target, query_hash(query))
-        request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
-        response_bytes = _opt_amount(r, schema.RESPONSE_BYTES)
+            endpoint = (x.service, x.protocol, "", "", operation, target, query_hash(query))
 
-        self._service(name, ts, host).protocol = protocol
-        minute = ts - ts % NS_PER_MINUTE
-        key = (minute, endpoint, status)
+        self._service(x.service, x.ts, x.host).protocol = x.protocol
+        minute = x.ts - x.ts % NS_PER_MINUTE
+        key = (minute, endpoint, x.status)
         totals = self.rollups.get(key)
         if totals is None:
             totals = self.rollups[key] = Totals()
             if query or summary:
                 self.queries.setdefault(endpoint, (query, summary))
-        _tally(totals, count, error, request_bytes, response_bytes, duration)
-        self._note_request(ts)
+        _tally(totals, x)
+        self._note_request(x.ts)
 
-        if error or status >= 400 or duration > self.slow_ns:
-            self.kept.append(SampleCandidate(r, ts, name, endpoint, status, error, duration))
+        sample = SampleCandidate(r, x.ts, x.service, endpoint, x.status, x.error, x.duration)
+        if self._worth_keeping(x):
+            self.kept.append(sample)
         else:
             few = self.reservoir.setdefault((endpoint, minute), [])
             if len(few) < self.samples_per_minute:
-                few.append(SampleCandidate(r, ts, name, endpoint, status, error, duration))
+                few.append(sample)
 
     def _add_client_request(self, r: dict) -> None:
-        ts = _ts(r)
-        source = _req_str(r, schema.SERVICE)
-        host = _req_str(r, schema.HOST)
-        protocol = _req_str(r, schema.PROTOCOL, 32)
-        duration = _amount(r, schema.DURATION_NS)
-        count = _request_count(r)
-        status = _opt_int(r, schema.HTTP_STATUS) or 0
-        error = _error(r, status)
-        request_bytes = _opt_amount(r, schema.REQUEST_BYTES)
-        response_bytes = _opt_amount(r, schema.RESPONSE_BYTES)
-        target = self._target(r, ts)
-
-        self._service(source, ts, host)
-        _tally(
-            self._edge(ts, source, target, protocol), count, error, request_bytes, response_bytes, duration
-        )
-        self._note_request(ts)
+        x = _exchange(r)
+        target = self._target(r, x.ts)
+        self._service(x.service, x.ts, x.host)
+        _tally(self._edge(x.ts, x.service, target, x.protocol), x)
+        self._note_request(x.ts)
         # The caller's view of a failing or slow call is kept: for external callees it is the only one.
         # Ordinary client-side calls are not sampled: the callee's server-side samples stand for them.
-        if error or status >= 400 or duration > self.slow_ns:
-            self.kept.append(SampleCandidate(r, ts, source, None, status, error, duration))
+        if self._worth_keeping(x):
+            self.kept.append(SampleCandidate(r, x.ts, x.service, None, x.status, x.error, x.duration))
+
+    def _worth_keeping(self, x: Exchange) -> bool:
+        """Every failing, client-erroring or slow request is kept whole."""
+        return x.error or x.status >= 400 or x.duration > self.slow_ns
 
     def _add_client_flow(self, r: dict) -> None:
         ts = _ts(r)
@@ -497,21 +506,19 @@ class Batch:
         update_rows(Host, list(changed.values()), HEARTBEAT_FIELDS)
 
 
-def _tally(
-    totals: Totals, count: int, error: bool, request_bytes: int, response_bytes: int, duration: int
-) -> None:
+def _tally(totals: Totals, x: Exchange) -> None:
     """Add one request record standing for `count` operations (pipelined ones) to `totals`.
 
     Every operation gets the record's duration in the histogram, so percentiles are per operation;
     errors and the duration sum are per record: one failing record is one error, and the sum is
     the time the exchanges took (what "top queries by total time" ranks), not count times it.
     """
-    totals.count += count
-    totals.errors += error
-    totals.request_bytes += request_bytes
-    totals.response_bytes += response_bytes
-    totals.duration_sum_ns += duration
-    histogram.add(totals.histogram, duration, count)
+    totals.count += x.count
+    totals.errors += x.error
+    totals.request_bytes += x.request_bytes
+    totals.response_bytes += x.response_bytes
+    totals.duration_sum_ns += x.duration
+    histogram.add(totals.histogram, x.duration, x.count)
 
 
 def _not_stored(kind, record: dict) -> bool:
