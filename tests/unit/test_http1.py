@@ -22,6 +22,7 @@ from probes.protocols.http1 import (
 )
 from probes.redact import MAX_TARGET_CHARS, is_sensitive_header, redact_target
 from probes.routes import normalize_route
+from tests.unit.parser_checks import assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "http"
 
@@ -267,15 +268,13 @@ INVALID_RESPONSES = {
 @pytest.mark.parametrize("data", INVALID_REQUESTS.values(), ids=INVALID_REQUESTS.keys())
 def test_it_refuses_invalid_requests(data):
     result = parse_request(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 @pytest.mark.parametrize("data", INVALID_RESPONSES.values(), ids=INVALID_RESPONSES.keys())
 def test_it_refuses_invalid_responses(data):
     result = parse_response(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 def test_it_says_why_a_head_is_too_large():

@@ -12,6 +12,7 @@ from probes import schema
 from probes.protocols import INVALID, MAX_REQUEST_CAPTURE, MAX_RESPONSE_CAPTURE, NEED_MORE, OK, ParseResult
 from probes.protocols.postgres import Message, parse_request, parse_response, summarize
 from probes.redact import CUT_MARKER
+from tests.unit.parser_checks import assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "postgres"
 
@@ -332,15 +333,13 @@ INVALID_RESPONSES = {
 @pytest.mark.parametrize("data", INVALID_REQUESTS.values(), ids=INVALID_REQUESTS.keys())
 def test_it_refuses_invalid_requests(data):
     result = parse_request(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 @pytest.mark.parametrize("data", INVALID_RESPONSES.values(), ids=INVALID_RESPONSES.keys())
 def test_it_refuses_invalid_responses(data):
     result = parse_response(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 def test_it_refuses_what_is_not_bytes():

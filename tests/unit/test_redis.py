@@ -42,6 +42,7 @@ from probes.protocols.redis import (
     summarize,
 )
 from probes.redact import CUT_MARKER
+from tests.unit.parser_checks import assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "redis"
 
@@ -423,15 +424,13 @@ INVALID_RESPONSES = {
 @pytest.mark.parametrize("data", INVALID_REQUESTS.values(), ids=INVALID_REQUESTS.keys())
 def test_it_refuses_invalid_requests(data):
     result = parse_request(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 @pytest.mark.parametrize("data", INVALID_RESPONSES.values(), ids=INVALID_RESPONSES.keys())
 def test_it_refuses_invalid_responses(data):
     result = parse_response(data)
-    assert (result.status, result.consumed, result.message) == (INVALID, 0, None)
-    assert result.error
+    assert_invalid(result)
 
 
 def test_it_refuses_what_is_not_bytes():
