@@ -15,6 +15,8 @@
  *   one event carries both, with both timestamps taken at the syscall. User
  *   space never pairs, so a dropped event never mispairs the next one.
  *   Connections of any other protocol are counted (bytes) but never captured.
+ * - Request paths: while a thread serves a request (from reading it to writing its response),
+ *   the client requests it starts carry that request as their parent (`serving`, per thread).
  * - Events are submitted with BPF_RB_NO_WAKEUP; the worker polls the ring
  *   buffer on a timer. Waking user space per event halves nginx's throughput.
  * - Totals (bytes, exchanges per connection, events lost) live in maps and
@@ -73,15 +75,17 @@ struct conn {
     u64 bytes_sent;
     u64 bytes_recv;
     u64 req_ns;               /* when the pending request's first bytes moved */
+    u64 parent_ns;            /* client: the server request its thread was serving (0: none) */
     u32 req_bytes;            /* bytes of the pending request so far */
     u32 req_tid;
     u32 requests;             /* completed exchanges */
+    u32 parent_fd;            /* client: that server request's connection */
     u8 role;
     u8 proto;
     u8 pending;
     u8 tls;                   /* the app talks TLS on it: ssl_trace.c sees the plaintext */
     u8 short_read;            /* its last unclassified request read was 4 bytes */
-    u8 pad[7];
+    u8 pad[3];
     struct addr laddr;
     struct addr raddr;
 };
@@ -107,6 +111,14 @@ struct connect_args {
     u64 conn_key;
 };
 
+/* The server request a thread is serving, from the read of the request to the write of its
+ * response: calls the thread makes meanwhile are that request's downstream calls. */
+struct serving {
+    u64 req_ns;
+    u32 fd;
+    u32 pad;
+};
+
 struct http_event {
     u8 type;
     u8 role;
@@ -121,6 +133,9 @@ struct http_event {
     u32 resp_bytes;           /* the response's first syscall */
     u64 req_ns;
     u64 resp_ns;
+    u64 parent_ns;            /* client: the server request its thread was serving (0: none) */
+    u32 parent_fd;
+    u32 pad;
     struct addr laddr;
     struct addr raddr;
     char comm[16];            /* names short-lived processes gone before user space looks */
@@ -154,6 +169,7 @@ BPF_HASH(connect_inflight, u64, struct connect_args, 4096);
 BPF_HASH(sk_connecting, u64, u64, 4096);           /* sock address -> conn key */
 BPF_TABLE("lru_hash", struct addr, struct addr, accepted_local, 4096); /* peer -> local */
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_TABLE("lru_hash", u64, struct serving, serving, 16384);  /* pid_tgid -> request in service */
 /* Pre-forking servers (PostgreSQL, Apache prefork) accept in the parent and serve in a child. */
 BPF_TABLE("lru_hash", u32, u64, servers, 4096);              /* tgid that accepts -> last fork ns */
 BPF_ARRAY(fork_child, u32, 65536);                           /* [tgid & 0xffff]: a server's child */
@@ -525,6 +541,8 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     e->resp_bytes = len;
     e->req_ns = c->req_ns;
     e->resp_ns = now;
+    e->parent_ns = c->parent_ns;
+    e->parent_fd = c->parent_fd;
     e->laddr = c->laddr;
     e->raddr = c->raddr;
     bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -539,6 +557,28 @@ static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u6
     e->resp_len = m;
     bpf_probe_read_user(e->resp, m, buf);
     events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+}
+
+/* Request paths: a server request marks its thread as serving it; a client request started on
+ * that thread records it as its parent. Thread-per-request servers (and one-at-a-time event
+ * loops) get exact paths; an event loop interleaving requests links a call to the request it
+ * read last. W3C traceparent, parsed in user space, links across services where apps send it. */
+static __always_inline void note_request_context(u64 id, u64 conn_key, struct conn *c, u64 now) {
+    if (c->role == ROLE_SERVER) {
+        struct serving s = {.req_ns = now, .fd = (u32)conn_key};
+        serving.update(&id, &s);
+        return;
+    }
+    struct serving *s = serving.lookup(&id);
+    c->parent_ns = s ? s->req_ns : 0;
+    c->parent_fd = s ? s->fd : 0;
+}
+
+/* The response went out: the thread is no longer serving it (unless it already took another). */
+static __always_inline void end_request_context(u64 id, struct conn *c) {
+    struct serving *s = serving.lookup(&id);
+    if (s && s->req_ns == c->req_ns)
+        serving.delete(&id);
 }
 
 /* Data moved on a tracked connection: classify, open or close an exchange. `buf` holds the
@@ -590,6 +630,7 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
         c->req_ns = now;
         c->req_bytes = ret;
         c->req_tid = (u32)id;
+        note_request_context(id, conn_key, c, now);
         stash_request(conn_key, buf, len);
         return 0;
     }
@@ -597,6 +638,8 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
         emit_exchange(c, conn_key, buf, len, now);
         c->pending = 0;
         c->requests++;
+        if (c->role == ROLE_SERVER)
+            end_request_context(id, c);
     }
     return 0;
 }

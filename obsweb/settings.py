@@ -127,6 +127,13 @@ CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULE = {
     "prune-telemetry": {"task": "obsweb.telemetry.tasks.prune_telemetry", "schedule": 600.0},
+    # Open overview pages see a host turn stale or down even when no record arrives; a tick that
+    # waited behind a long task expires rather than piling up behind the next one.
+    "refresh-live-overview": {
+        "task": "obsweb.dashboard.tasks.refresh_live_overview",
+        "schedule": 5.0,
+        "options": {"expires": 5.0},
+    },
 }
 
 LOGIN_URL = "/accounts/login/"
@@ -157,6 +164,15 @@ ROLLUP_RETENTION_DAYS = envint("ROLLUP_RETENTION_DAYS", 7)
 # Request samples kept per endpoint per minute besides every error and every slow request.
 SAMPLES_PER_ENDPOINT_MINUTE = envint("SAMPLES_PER_ENDPOINT_MINUTE", 5)
 SLOW_REQUEST_MS = envint("SLOW_REQUEST_MS", 1000)
+# A host is up while its agent's last heartbeat (every 5 s) is younger than HOST_STALE_AFTER_S,
+# stale until HOST_DOWN_AFTER_S, down after that (obsweb.fleet.models.Host.status).
+HOST_STALE_AFTER_S = envint("HOST_STALE_AFTER_S", 15)
+HOST_DOWN_AFTER_S = envint("HOST_DOWN_AFTER_S", 60)
+if not 0 < HOST_STALE_AFTER_S < HOST_DOWN_AFTER_S:
+    raise ImproperlyConfigured(
+        f"HOST_STALE_AFTER_S ({HOST_STALE_AFTER_S}) must be above 0 and below "
+        f"HOST_DOWN_AFTER_S ({HOST_DOWN_AFTER_S})"
+    )
 
 LOGGING = {
     "version": 1,

@@ -78,14 +78,33 @@ def parse_traceparent(value: str | None) -> tuple[str, str] | None:
     return trace_id, parent
 
 
-def exchange_trace_id(event) -> str:
-    """A trace id for an exchange without traceparent: unique per host and cheap (no hashing
-    on the per-event path); the record's host makes it unique across the fleet."""
-    return f"{event.req_ns:016x}{event.pid:08x}{event.fd:08x}"
+def derived_trace_id(req_ns: int, pid: int, fd: int) -> str:
+    """A trace id for a server request without traceparent, from when and where it was read:
+    unique per host and cheap (no hashing on the per-event path); the record's host makes it
+    unique across the fleet. Its downstream calls derive the same id from their kernel context."""
+    return f"{req_ns:016x}{pid:08x}{fd:08x}"
 
 
-def exchange_span_id(event) -> str:
-    return f"{(event.req_ns ^ (event.pid << 40) ^ (event.fd << 20) ^ event.tid) & 0xFFFFFFFFFFFFFFFF:016x}"
+def derived_span_id(req_ns: int, pid: int, fd: int, tid: int) -> str:
+    return f"{(req_ns ^ (pid << 40) ^ (fd << 20) ^ tid) & 0xFFFFFFFFFFFFFFFF:016x}"
+
+
+def trace_context(event, traceparent: tuple[str, str] | None) -> tuple[str, str]:
+    """(trace id, parent span id) of an exchange.
+
+    A client call made while its thread served a request (the kernel's `parent_ns`) is that
+    request's child; a W3C traceparent the app sent names the trace; otherwise the exchange
+    starts a trace of its own.
+    """
+    if event.parent_ns:
+        parent = derived_span_id(event.parent_ns, event.pid, event.parent_fd, event.tid)
+        trace_id = (
+            traceparent[0] if traceparent else derived_trace_id(event.parent_ns, event.pid, event.parent_fd)
+        )
+        return trace_id, parent
+    if traceparent:
+        return traceparent
+    return derived_trace_id(event.req_ns, event.pid, event.fd), ""
 
 
 def response_bytes(method: str, response: tuple, first_syscall_bytes: int) -> int:
@@ -191,7 +210,7 @@ class RecordBuilder:
         if ends is None:
             self._skip("unknown peer address")
             return None
-        trace_id, parent = trace or (exchange_trace_id(event), "")
+        trace_id, parent = trace_context(event, trace)
         return {
             schema.KIND: schema.KIND_REQUEST,
             schema.HOST: self.host,
@@ -202,7 +221,7 @@ class RecordBuilder:
             schema.RESPONSE_BYTES: event.resp_bytes,
             schema.TLS: bool(event.tls),
             schema.TRACE_ID: trace_id,
-            schema.SPAN_ID: exchange_span_id(event),
+            schema.SPAN_ID: derived_span_id(event.req_ns, event.pid, event.fd, event.tid),
             schema.PARENT_SPAN_ID: parent,
             schema.TID: event.tid,
             **fields,

@@ -4,6 +4,7 @@ import pytest
 
 from obsweb.api import serializers
 from obsweb.telemetry.aggregate import apply_records
+from obsweb.telemetry.models import Endpoint
 from tests.factories import (
     ALLOWED,
     api_client,
@@ -19,7 +20,7 @@ from tests.factories import (
 USERS_BY_ID = "SELECT * FROM users WHERE id = ?"
 USERS_REPORT = "SELECT count(*) FROM users WHERE created > ?"
 MISSING_BY_ID = "SELECT * FROM missing WHERE id = ?"
-DB_ENDPOINT_KEYS = {"operation", "query", "query_summary", "requests", "errors", "p50_ms", "p90_ms",
+DB_ENDPOINT_KEYS = {"id", "operation", "query", "query_summary", "requests", "errors", "p50_ms", "p90_ms",
                     "p99_ms", "total_ms", "status_codes"}  # fmt: skip
 
 
@@ -76,6 +77,7 @@ def test_a_query_endpoint_has_the_documented_shape(personas, traffic):
     by_id = endpoints(api_client(personas, "viewer"), "postgres:5432")[0]
 
     assert by_id == {
+        "id": Endpoint.objects.get(query=USERS_BY_ID).id,
         "operation": "SELECT",
         "table": "users",
         "query": USERS_BY_ID,

@@ -8,6 +8,7 @@ URL = "/api/v1/edges"
 EDGE_KEYS = {
     "source",
     "target",
+    "total_ms",
     "protocol",
     "requests",
     "errors",
@@ -68,6 +69,7 @@ def test_an_edge_has_the_documented_shape(personas, traffic):
     assert set(http) == EDGE_KEYS
     assert (http["requests"], http["errors"], http["bytes"]) == (3, 1, 3 * (120 + 560))
     assert http["p99_ms"] == pytest.approx(4, rel=0.02)  # lower nearest rank of three
+    assert http["total_ms"] > 0
     assert http["target_external"] is False
 
 

@@ -1,10 +1,13 @@
 """The overview and the map in a real browser against a real daphne, Redis and database."""
 
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
@@ -162,3 +165,89 @@ def test_map_draws_nodes_and_labels_without_running_captured_html(web, page):
     assert page.evaluate("typeof window.__xss") == "undefined"
     page.mouse.move(5, 5)
     page.screenshot(path=str(SHOTS / "map.png"), full_page=True)
+
+
+def test_custom_window_is_kept_in_the_url_and_never_overwritten_live(web, page):
+    log_in(page, web)
+    expect(page.locator("#live-status")).to_have_text("live")
+    now = datetime.now(UTC)
+    since, until = now - timedelta(hours=1), now + timedelta(minutes=5)
+
+    page.select_option("#window-select", "custom")
+    expect(page.locator("#window-custom")).to_be_visible()
+    page.fill("#window-from", f"{since:%Y-%m-%dT%H:%M}")
+    page.fill("#window-to", f"{until:%Y-%m-%dT%H:%M}")
+    page.click("#window-apply")
+
+    expect(page).to_have_url(re.compile(r"\?since=.+&until=.+"))
+    params = parse_qs(urlsplit(page.url).query)
+    assert params == {"since": [f"{since:%Y-%m-%dT%H:%M}:00Z"], "until": [f"{until:%Y-%m-%dT%H:%M}:00Z"]}
+    expect(page.locator("#window-select")).to_have_value("custom")
+    expect(page.locator("#window-from")).to_have_value(f"{since:%Y-%m-%dT%H:%M}")
+    expect(page.locator("#window-to")).to_have_value(f"{until:%Y-%m-%dT%H:%M}")
+    expect(page.locator(".window-note")).to_contain_text("UTC")
+    table = page.locator("#services")
+    expect(table).to_contain_text("checkout")
+    page.evaluate("window.__loadedOnce = true")
+
+    web.shell(
+        "import time\n"
+        "from tests.seed import seed_service\n"
+        "from obsweb.dashboard.live import broadcast_overview\n"
+        "seed_service('inventory', host='web-3', requests=75, latency_ms=8)\n"
+        "broadcast_overview(time.time_ns())\n"
+    )
+    page.wait_for_timeout(2000)  # twice the live update interval
+
+    expect(table).not_to_contain_text("inventory")
+    assert page.evaluate("window.__loadedOnce") is True, "the page reloaded"
+    page.reload()  # the shared URL opens the same window, now with the new service in it
+    expect(page.locator("#window-select")).to_have_value("custom")
+    expect(table).to_contain_text("inventory")
+    page.screenshot(path=str(SHOTS / "overview-custom.png"), full_page=True)
+
+
+def test_hosts_strip_and_drop_warning_show_hostile_host_names_as_text(web, page):
+    page.set_viewport_size({"width": 1440, "height": 900})
+    web.shell(
+        "from datetime import timedelta\n"
+        "from django.utils import timezone\n"
+        "from obsweb.fleet.models import Host\n"
+        "from obsweb.telemetry.aggregate import apply_records\n"
+        "from tests.factories import agent, now_ns\n"
+        "apply_records([\n"
+        "    agent(host='web-1', ts=now_ns(9), **{'agent.events_seen': 40000}),\n"
+        "    agent(host='web-1', ts=now_ns(4),\n"
+        "          **{'agent.events_seen': 46000, 'agent.events_dropped': 1830}),\n"
+        "    agent(host='web-2', ts=now_ns(35), **{'agent.kernel': '6.1.0-18-amd64'}),\n"
+        f"    agent(host={HOSTILE!r}, ts=now_ns(130)),\n"
+        "])\n"
+    )
+    log_in(page, web)
+
+    strip = page.locator("#host-list")
+    expect(strip.locator(".host")).to_have_count(3)
+    expect(strip.locator(".host-down .host-name")).to_have_text(HOSTILE)
+    expect(strip.locator(".host-up")).to_contain_text("web-1")
+    expect(strip.locator(".host-up")).to_contain_text("1,830 dropped")
+    expect(strip.locator(".host-stale")).to_contain_text("web-2")
+    assert "kernel 6.1.0-18-amd64" in strip.locator(".host-stale").get_attribute("title")
+    warnings = page.locator("#fleet-warnings li")
+    expect(warnings.filter(has_text="agent on web-1 dropped 1,830 events since")).to_have_count(1)
+    expect(warnings.filter(has_text=f"{HOSTILE} has not reported for 2 min")).to_have_count(1)
+    assert page.evaluate("typeof window.__xss") == "undefined"
+    page.screenshot(path=str(SHOTS / "overview-hosts.png"), full_page=True)
+
+    # The live broadcast rebuilds both with textContent: a new host appears, the names stay text.
+    web.shell(
+        "import time\n"
+        "from obsweb.dashboard.live import broadcast_overview\n"
+        "from obsweb.telemetry.aggregate import apply_records\n"
+        "from tests.factories import agent, now_ns\n"
+        "apply_records([agent(host='web-3', ts=now_ns(1))])\n"
+        "broadcast_overview(time.time_ns())\n"
+    )
+    expect(strip.locator(".host", has_text="web-3")).to_be_visible(timeout=LIVE_DEADLINE_MS)
+    expect(strip.locator(".host-down .host-name")).to_have_text(HOSTILE)
+    expect(warnings.filter(has_text=f"{HOSTILE} has not reported for")).to_have_count(1)
+    assert page.evaluate("typeof window.__xss") == "undefined"

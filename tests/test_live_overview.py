@@ -8,6 +8,9 @@ from django.test import Client
 
 from obsweb.asgi import application
 from obsweb.dashboard.live import broadcast_overview
+from obsweb.dashboard.tasks import refresh_live_overview
+from obsweb.telemetry.aggregate import apply_records
+from tests.factories import agent, now_ns
 from tests.seed import seed_service
 
 # Committed rows: the consumer's session lookup and broadcast_overview run outside the test's
@@ -94,3 +97,33 @@ def test_it_sends_one_message_per_broadcast_to_every_open_page(personas):
     received, nothing_more = async_to_sync(scenario)()
     assert [m["type"] for m in received] == ["services", "services"]
     assert nothing_more == [True, True]
+
+
+def test_it_pushes_the_hosts_strip_and_warnings_with_the_table(personas):
+    hostile = "<b>web-1</b>"
+    apply_records(
+        [
+            agent(host=hostile, ts=now_ns(7)),
+            agent(host=hostile, ts=now_ns(2), **{"agent.events_dropped": 12, "agent.records_dropped": 3}),
+        ]
+    )
+    session_key = session_of(personas["viewer"])
+
+    async def scenario():
+        socket = overview_socket(session_key)
+        assert (await socket.connect())[0]
+        await sync_to_async(refresh_live_overview)()  # Celery beat's tick: no new record needed
+        message = await socket.receive_json_from(timeout=5)
+        await socket.disconnect()
+        return message
+
+    message = async_to_sync(scenario)()
+
+    assert message["type"] == "services"
+    assert message["latest_ts_ns"] is None
+    (host,) = message["hosts"]
+    assert (host["name"], host["status"], host["dropped"]) == (hostile, "up", 15)
+    assert "agent 0.1.0" in host["title"]
+    (warning,) = message["warnings"]
+    assert warning["kind"] == "dropped"
+    assert warning["text"].startswith(f"agent on {hostile} dropped 15 events since ")

@@ -69,6 +69,7 @@ class ServiceList(serializers.Serializer):
 
 
 class EndpointSummary(serializers.Serializer):
+    id = serializers.IntegerField(help_text="For /services/<name>/paths/<id>/ (its request paths).")
     method = serializers.CharField(required=False, help_text="HTTP only.")
     route = serializers.CharField(required=False, help_text="HTTP only.")
     operation = serializers.CharField(required=False, help_text="Other protocols.")
@@ -86,7 +87,7 @@ class EndpointSummary(serializers.Serializer):
     p50_ms = serializers.FloatField(allow_null=True)
     p90_ms = serializers.FloatField(allow_null=True)
     p99_ms = serializers.FloatField(allow_null=True)
-    total_ms = serializers.FloatField(required=False, help_text="Other protocols: the sum of durations.")
+    total_ms = serializers.FloatField(help_text="The durations added up: where the service spends its time.")
     status_codes = serializers.DictField(child=serializers.IntegerField(), help_text='{"200": requests}')
 
 
@@ -103,6 +104,7 @@ class EdgeSummary(serializers.Serializer):
     p99_ms = serializers.FloatField(allow_null=True)
     bytes = serializers.IntegerField()
     rps = serializers.FloatField()
+    total_ms = serializers.FloatField(help_text="The calls' durations added up: where callers spend time.")
     target_external = serializers.BooleanField()
 
 
@@ -115,6 +117,28 @@ class RequestList(serializers.Serializer):
         child=serializers.DictField(),
         help_text="Record attributes (DESIGN.md: Records) plus the sample's id.",
     )
+
+
+class TraceSpan(serializers.Serializer):
+    span_id = serializers.CharField()
+    parent_span_id = serializers.CharField(help_text="The linked caller's span, \"\" for the path's root.")
+    trace_id = serializers.CharField(help_text="As recorded: from traceparent, else derived by the probe.")
+    service = serializers.CharField()
+    host = serializers.CharField()
+    kind = serializers.ChoiceField(choices=["server", "client"])
+    name = serializers.CharField(help_text="What was asked: `GET /users/{id}`, `SELECT users`.")
+    depth = serializers.IntegerField()
+    start = serializers.DateTimeField()
+    start_offset_ms = serializers.FloatField(help_text="From the start of the path's first span.")
+    duration_ms = serializers.FloatField()
+    status_code = serializers.IntegerField()
+    error = serializers.BooleanField()
+    attributes = serializers.DictField(help_text="The record as received (redacted on the host).")
+
+
+class Trace(serializers.Serializer):
+    spans = TraceSpan(many=True)
+    truncated = serializers.BooleanField(help_text="The path had more spans than are returned.")
 
 
 class Health(serializers.Serializer):

@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from obsweb.api import serializers
-from obsweb.telemetry import queries
+from obsweb.telemetry import queries, traces
 
 ERRORS = {
     400: OpenApiResponse(serializers.Problem, description="A bad query parameter; detail says which."),
@@ -97,6 +97,49 @@ class RequestListView(APIView):
             until=until,
         )
         return Response({"requests": samples})
+
+
+class TraceView(APIView):
+    @extend_schema(
+        summary="The spans of one request path: the request, the calls it made, their callees",
+        parameters=[
+            OpenApiParameter(
+                "trace_id", OpenApiTypes.STR, OpenApiParameter.PATH, description="Any span's trace id."
+            ),
+        ],
+        responses={
+            200: serializers.Trace,
+            401: ERRORS[401],
+            404: OpenApiResponse(serializers.Problem, description="No stored span has that trace id."),
+        },
+    )
+    def get(self, request, trace_id: str):
+        path, truncated = traces.request_path(trace_id)
+        if not path:
+            raise NotFound(
+                f"no stored request with trace id {trace_id!r} (requests are sampled; see /api/v1/requests)"
+            )
+        return Response({"spans": [_trace_span(p) for p in path], "truncated": truncated})
+
+
+def _trace_span(placed: traces.PathSpan) -> dict:
+    sample = placed.sample
+    return {
+        "span_id": sample.span_id,
+        "parent_span_id": placed.parent.sample.span_id if placed.parent else "",
+        "trace_id": sample.trace_id,
+        "service": sample.service.name,
+        "host": sample.host,
+        "kind": sample.span_kind,
+        "name": placed.name,
+        "depth": placed.depth,
+        "start": sample.ts,
+        "start_offset_ms": placed.start_ms,
+        "duration_ms": placed.duration_ms,
+        "status_code": sample.status_code,
+        "error": sample.error,
+        "attributes": sample.attributes,
+    }
 
 
 class HealthView(APIView):

@@ -8,7 +8,9 @@ OVERVIEW_SOCKET_PATH = "/ws/overview/"
 LIVE_WINDOW = "-5m"
 LIVE_WINDOW_LABEL = "last 5 minutes"
 
-# The time picker: (value of ?since=, label). The empty value is live and drops ?since= from the URL.
+# The time picker: (value of ?since=, label). The empty value is live and drops ?since= from the URL;
+# "custom" shows from/to inputs that static/obsweb/base.js sends as ISO times in ?since= and ?until=.
+WINDOW_CUSTOM = "custom"
 WINDOW_CHOICES = [
     ("", "Live"),
     ("-15m", "Last 15 minutes"),
@@ -16,6 +18,7 @@ WINDOW_CHOICES = [
     ("-6h", "Last 6 hours"),
     ("-24h", "Last 24 hours"),
     ("-7d", "Last 7 days"),
+    (WINDOW_CUSTOM, "Custom range"),
 ]
 
 # The service page: rows in each of its request tables (failing, slowest), and the minute

@@ -9,7 +9,8 @@ CLOSE_UNAUTHENTICATED = 4401
 
 
 class OverviewConsumer(AsyncJsonWebsocketConsumer):
-    """Pushes the services table of the overview page, once per ingester tick at most."""
+    """Pushes the services table, hosts strip and host warnings of the overview page, at most once
+    per ingester tick, and every few seconds without new records (tasks.refresh_live_overview)."""
 
     async def connect(self):
         user = self.scope.get("user")
@@ -30,6 +31,8 @@ class OverviewConsumer(AsyncJsonWebsocketConsumer):
             {
                 "type": "services",
                 "services": event["services"],
+                "hosts": event["hosts"],
+                "warnings": event["warnings"],
                 "latest_ts_ns": event["latest_ts_ns"],
                 "sent_at_ns": event["sent_at_ns"],
             }

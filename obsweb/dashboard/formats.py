@@ -1,5 +1,7 @@
 """How numbers read on the dashboard; static/obsweb/overview.js mirrors these rules for live rows."""
 
+from datetime import UTC
+
 DASH = "\u2013"  # shown where there is no value (no timed requests in the window)
 
 
@@ -19,6 +21,13 @@ def ms(value: float | None) -> str:
     return f"{value:.0f}"
 
 
+def per_second(value: float | None) -> str:
+    """A host's event rate: one decimal below 10, whole with separators above: `0.4`, `1,200`."""
+    if value is None:
+        return DASH
+    return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
+
+
 def percent(fraction: float | None) -> str:
     """An error rate (0..1) as a percentage with two decimals: `2.50`."""
     return DASH if fraction is None else f"{fraction * 100:.2f}"
@@ -27,3 +36,22 @@ def percent(fraction: float | None) -> str:
 def count(n: int | None) -> str:
     """An integer with thousands separators: `12,345`."""
     return DASH if n is None else f"{n:,}"
+
+
+def utc_time(when, now) -> str:
+    """A moment in UTC, zone stated: `14:02:11 UTC` today (UTC), `2026-03-01 14:02 UTC` otherwise."""
+    when, now = when.astimezone(UTC), now.astimezone(UTC)
+    if when.date() == now.date():
+        return f"{when:%H:%M:%S} UTC"
+    return f"{when:%Y-%m-%d %H:%M} UTC"
+
+
+def age(seconds: float) -> str:
+    """A duration in whole units, coarser as it grows: `45 s`, `2 min`, `90 min`, `3 h`, `4 d`."""
+    if seconds >= 2 * 86400:
+        return f"{int(seconds // 86400)} d"
+    if seconds >= 2 * 3600:
+        return f"{int(seconds // 3600)} h"
+    if seconds >= 60:
+        return f"{int(seconds // 60)} min"
+    return f"{max(int(seconds), 0)} s"

@@ -2,9 +2,9 @@
 
 Framework-free on purpose (twin test: tests/unit/test_layout.py). Positions depend only on
 names and on who calls whom, never on traffic numbers, so a refresh moves nothing unless the
-topology changes: services sit on an inner circle sorted by name, and each external peer sits
-on an outer ring beside the service that calls it, so its arrow points outward instead of
-across the map.
+topology changes: services sit on an inner circle sorted by name (on several rings when there
+are too many for one), and each external peer sits on an outer ring beside the service that
+calls it, so its arrow points outward instead of across the map.
 """
 
 import math
@@ -13,7 +13,10 @@ from collections import defaultdict
 from obsweb.dashboard import formats
 
 INNER_RADIUS = 1.0
-OUTER_RADIUS = 1.75
+OUTER_GAP = 0.75  # from the outermost ring of services to the ring of external peers
+OUTER_RADIUS = INNER_RADIUS + OUTER_GAP  # the peers' ring while the services fit on one
+RING_CAPACITY = 40  # services on the inner ring; a ring of radius r holds RING_CAPACITY * r
+RING_GAP = 0.5
 MAX_PEER_STEP = 0.5  # radians between neighbouring external peers of one service
 MIN_NODE_PX = 16
 MAX_NODE_PX = 56
@@ -39,17 +42,35 @@ def circle_positions(names, radius: float) -> dict[str, tuple[float, float]]:
     }
 
 
+def ring_positions(names) -> dict[str, tuple[float, float]]:
+    """Names sorted and spread on rings from INNER_RADIUS out, each as full as its size allows,
+    so neighbours stay about 2 pi / RING_CAPACITY apart however many there are."""
+    ordered, positions, radius = sorted(set(names)), {}, INNER_RADIUS
+    while ordered:
+        capacity = int(RING_CAPACITY * radius / INNER_RADIUS)
+        ring, ordered = ordered[:capacity], ordered[capacity:]
+        positions |= circle_positions(ring, radius)
+        radius += RING_GAP
+    return positions
+
+
+def outer_radius(positions: dict) -> float:
+    """Where external peers go: OUTER_GAP beyond the outermost service."""
+    return max([INNER_RADIUS, *(math.hypot(x, y) for x, y in positions.values())]) + OUTER_GAP
+
+
 def node_positions(services, externals, callers: dict[str, list[str]] | None = None):
-    """Services on the inner circle (a lone one in the centre), external peers on the outer ring.
+    """Services on the inner rings (a lone one in the centre), external peers on the outer ring.
 
     `callers` maps an external peer to the services that call it; a peer is placed beside the
     first of them by name. Peers without a caller on the circle share the ring evenly.
     """
     services = sorted(set(services))
-    positions = {services[0]: (0.0, 0.0)} if len(services) == 1 else circle_positions(services, INNER_RADIUS)
+    positions = {services[0]: (0.0, 0.0)} if len(services) == 1 else ring_positions(services)
     outer = sorted(set(externals) - set(positions))
     if not services:
         return circle_positions(outer, INNER_RADIUS)
+    outer_ring = outer_radius(positions)
 
     beside = defaultdict(list)
     unanchored = []
@@ -58,15 +79,15 @@ def node_positions(services, externals, callers: dict[str, list[str]] | None = N
             c for c in (callers or {}).get(name, ()) if positions.get(c, (0.0, 0.0)) != (0.0, 0.0)
         )
         (beside[anchors[0]] if anchors else unanchored).append(name)
-    positions.update(circle_positions(unanchored, OUTER_RADIUS) if unanchored else {})
-    sector = 2 * math.pi / len(services)  # the angle between neighbouring services
+    positions.update(circle_positions(unanchored, outer_ring) if unanchored else {})
+    sector = 2 * math.pi / min(len(services), RING_CAPACITY)  # between neighbouring services
     for anchor, peers in beside.items():
         x, y = positions[anchor]
         step = min(MAX_PEER_STEP, sector / (len(peers) + 1))
         for i, name in enumerate(peers):
             # Fan out on both sides of the anchor's ray, never on it: that is where its name sits.
             offset = (i // 2 + 0.5) * step * (-1 if i % 2 == 0 else 1)
-            positions[name] = _polar(OUTER_RADIUS, math.atan2(y, x) + offset)
+            positions[name] = _polar(outer_ring, math.atan2(y, x) + offset)
     return positions
 
 
@@ -140,7 +161,13 @@ def service_map(services: list[dict], edges: list[dict]) -> dict:
                 "colour": error_colour(rate),
             }
         )
-    return {"nodes": drawn_nodes, "edges": _arrows(edges, positions)}
+    services = sum(not node["external"] for node in nodes.values())
+    return {
+        "nodes": drawn_nodes,
+        "edges": _arrows(edges, positions),
+        # Neighbouring services are this far apart (in layout units): markers are capped to it.
+        "node_spacing": round(2 * math.pi * INNER_RADIUS / min(max(services, 2), RING_CAPACITY), 6),
+    }
 
 
 def _arrows(edges: list[dict], positions: dict) -> list[dict]:

@@ -5,21 +5,27 @@ import time
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
+from obsweb.dashboard import hosts
 from obsweb.dashboard.constants import LIVE_WINDOW, OVERVIEW_GROUP
 from obsweb.telemetry import queries
 
 
-def broadcast_overview(latest_ts_ns: int) -> None:
-    """Send the services table for the live window to every open overview page.
+def broadcast_overview(latest_ts_ns: int | None) -> None:
+    """Send the services table, the hosts strip and the host warnings for the live window to every
+    open overview page.
 
     One group_send per call (each costs ~1-2 ms on Redis), so the caller must rate-limit:
-    the ingester calls this at most once per second. `latest_ts_ns` is the newest record
-    timestamp in the commit, so pages can show how far behind the kernel they are.
+    the ingester calls this at most once per second, and tasks.refresh_live_overview every few
+    seconds. `latest_ts_ns` is the newest record timestamp in the commit, so pages can show how
+    far behind the kernel they are; None when no new record came.
     """
     since, until = queries.parse_window(LIVE_WINDOW, None)
+    fleet = hosts.fleet_state(since, until, live=True)
     message = {
         "type": "overview.update",
         "services": queries.service_summaries(since, until),
+        "hosts": fleet["hosts"],
+        "warnings": fleet["warnings"],
         "latest_ts_ns": latest_ts_ns,
         "sent_at_ns": time.time_ns(),
     }

@@ -5,7 +5,7 @@ from datetime import UTC, datetime
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
 
-from obsweb.dashboard import layout
+from obsweb.dashboard import hosts, layout
 from obsweb.dashboard.constants import (
     CHART_MINUTE_FORMAT,
     LIVE_WINDOW,
@@ -14,8 +14,9 @@ from obsweb.dashboard.constants import (
     SAMPLE_ROWS,
 )
 from obsweb.fleet.models import Host
-from obsweb.telemetry import queries
-from obsweb.telemetry.models import Service
+from obsweb.telemetry import queries, traces
+from obsweb.telemetry.aggregate import EXTERNAL_PROTOCOL_TCP
+from obsweb.telemetry.models import Endpoint, Service
 from probes import schema
 
 
@@ -49,6 +50,7 @@ def overview(request):
     services = queries.service_summaries(start, end)
     context = _window_context(start, end, live) | {
         "services": services,
+        "fleet": hosts.fleet_state(start, end, live=live),
         "nothing_reported": not services and _nothing_reported(),
         "live_config": {"live": live, "socket_path": OVERVIEW_SOCKET_PATH},
     }
@@ -85,6 +87,7 @@ def service_detail(request, name):
     sort = queries.SORT_REQUESTS if http else queries.SORT_TOTAL_TIME
     endpoints = queries.endpoint_summaries(name, start, end, sort=sort) or []
     edges = queries.edge_summaries(start, end)
+    dependencies = [edge for edge in edges if edge["source"] == name]
     samples = {"since": start, "until": end, "service": name, "limit": SAMPLE_ROWS}
     context |= _window_context(start, end, live) | {
         "window": timeseries["window"],
@@ -93,11 +96,26 @@ def service_detail(request, name):
         "other_endpoints": [_with_target(row) for row in endpoints if "route" not in row],
         "target_name": queries.TARGET_NAMES.get(service.protocol, queries.DEFAULT_TARGET_NAME),
         "callers": [edge for edge in edges if edge["target"] == name],
-        "dependencies": [edge for edge in edges if edge["source"] == name],
+        "dependencies": dependencies,
+        "bottleneck": _dominant_dependency(dependencies, endpoints),
         "failing": [_sample_row(s) for s in queries.request_samples(error=True, **samples)],
         "slowest": [_sample_row(s) for s in queries.request_samples(slowest_first=True, **samples)],
     }
     return render(request, "dashboard/service.html", context)
+
+
+def _dominant_dependency(dependencies: list[dict], endpoints: list[dict]) -> dict | None:
+    """The downstream service where this one spends most of its serving time, and that share.
+
+    Calls are made while serving requests, so the calls' summed durations over the requests'
+    summed durations is the share of latency spent waiting on that dependency (near enough:
+    calls made in parallel or in the background can push it past 100 %, hence the cap)."""
+    serving_ms = sum(row["total_ms"] for row in endpoints)
+    calls = [edge for edge in dependencies if edge["protocol"] != EXTERNAL_PROTOCOL_TCP]  # connections
+    if not calls or not serving_ms:
+        return None
+    slowest = max(calls, key=lambda edge: edge["total_ms"])
+    return {"target": slowest["target"], "share": min(1.0, slowest["total_ms"] / serving_ms)}
 
 
 def _chart_data(timeseries: dict) -> dict:
@@ -116,26 +134,104 @@ def _with_target(row: dict) -> dict:
 
 def _sample_row(attrs: dict) -> dict:
     """What one stored request sample shows in a table: what was asked, how it ended, how long."""
-    if attrs.get(schema.HTTP_METHOD):
-        route = attrs.get(schema.HTTP_ROUTE) or attrs.get(schema.URL_PATH) or ""
-        what = f"{attrs[schema.HTTP_METHOD]} {route}".strip()
-    else:
-        target = attrs.get(schema.DB_COLLECTION) or attrs.get(schema.MESSAGING_DESTINATION)
-        what = " ".join(str(part) for part in (attrs.get(schema.DB_OPERATION), target) if part)
-    status = attrs.get(schema.HTTP_STATUS)
-    outcome = (
-        str(status)
-        if status
-        else attrs.get(schema.ERROR_TYPE) or ("error" if attrs.get(schema.ERROR) else "")
-    )
     ts = attrs.get(schema.TS)
     return {
         "when": datetime.fromtimestamp(ts / 1e9, UTC) if ts else None,
-        "what": what,
+        "what": traces.span_name(attrs),
         "query": attrs.get(schema.DB_QUERY_SUMMARY) or attrs.get(schema.DB_QUERY_TEXT) or "",
-        "outcome": outcome,
+        "outcome": _outcome(attrs),
         "error": bool(attrs.get(schema.ERROR)),
         "duration_ms": attrs[schema.DURATION_NS] / 1e6 if attrs.get(schema.DURATION_NS) is not None else None,
         "host": attrs.get(schema.HOST, ""),
         "trace_id": attrs.get(schema.TRACE_ID) or "",
     }
+
+
+def _outcome(attrs: dict) -> str:
+    """How an exchange ended, in a word: its HTTP status, its protocol's error type, or "error"."""
+    status = attrs.get(schema.HTTP_STATUS)
+    if status:
+        return str(status)
+    return attrs.get(schema.ERROR_TYPE) or ("error" if attrs.get(schema.ERROR) else "")
+
+
+@login_required
+def trace_detail(request, trace_id):
+    """One request's path as a waterfall: the request, the calls it made, and theirs."""
+    path, truncated = traces.request_path(trace_id)
+    if not path:
+        return render(request, "dashboard/trace_missing.html", {"trace_id": trace_id}, status=404)
+    spans = [_path_row(placed) for placed in path]
+    context = {
+        "trace_id": trace_id,
+        "spans": spans,
+        "root": spans[0],
+        "truncated": truncated,
+        "bottleneck": _bottleneck(path),
+        "waterfall": [
+            {
+                k: row[k]
+                for k in ("label", "service", "what", "kind", "start_ms", "duration_ms", "error", "depth")
+            }
+            for row in spans
+        ],
+    }
+    return render(request, "dashboard/trace.html", context)
+
+
+def _path_row(placed: traces.PathSpan) -> dict:
+    sample, attrs = placed.sample, placed.sample.attributes
+    return {
+        "label": "\u2003" * placed.depth + f"{sample.service.name}: {placed.name or sample.span_kind}",
+        "service": sample.service.name,
+        "what": placed.name,
+        "query": attrs.get(schema.DB_QUERY_SUMMARY) or attrs.get(schema.DB_QUERY_TEXT) or "",
+        "kind": sample.span_kind,
+        "peer": attrs.get(schema.PEER_SERVICE) or "",
+        "depth": placed.depth,
+        "indent_em": placed.depth * 1.25,
+        "start_ms": placed.start_ms,
+        "duration_ms": placed.duration_ms,
+        "outcome": _outcome(attrs),
+        "error": sample.error,
+        "host": sample.host,
+        "when": sample.ts,
+        "trace_id": sample.trace_id,
+    }
+
+
+def _bottleneck(path: list[traces.PathSpan]) -> dict | None:
+    """The call that took the largest share of the root request's time, if any call was traced."""
+    root = path[0]
+    calls = [p for p in path if p.parent is root]
+    if not calls or not root.duration_ms:
+        return None
+    slowest = max(calls, key=lambda p: p.duration_ms)
+    return {
+        "service": slowest.sample.attributes.get(schema.PEER_SERVICE) or slowest.sample.service.name,
+        "what": slowest.name,
+        "duration_ms": slowest.duration_ms,
+        "share": min(1.0, slowest.duration_ms / root.duration_ms),
+    }
+
+
+@login_required
+def endpoint_paths(request, name, endpoint_id):
+    """Every path through one endpoint as a Sankey, from its recent sampled requests."""
+    endpoint = Endpoint.objects.select_related("service").filter(pk=endpoint_id, service__name=name).first()
+    if endpoint is None:
+        return render(request, "dashboard/service_missing.html", {"name": name}, status=404)
+    context = {"service": endpoint.service, "endpoint": endpoint}
+    try:
+        start, end, live = _window(request)
+    except queries.WindowError as exc:
+        return render(request, "dashboard/paths.html", context | {"window_error": str(exc)}, status=400)
+    paths = traces.endpoint_paths(endpoint.pk, start, end)
+    context |= _window_context(start, end, live) | {"paths": paths, "endpoint_name": _endpoint_name(endpoint)}
+    return render(request, "dashboard/paths.html", context)
+
+
+def _endpoint_name(endpoint: Endpoint) -> str:
+    if endpoint.route or endpoint.method:
+        return f"{endpoint.method} {endpoint.route}".strip()
+    return endpoint.query_summary or " ".join(p for p in (endpoint.operation, endpoint.target) if p)

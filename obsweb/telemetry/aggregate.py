@@ -10,6 +10,7 @@ never failing its batch.
 """
 
 import hashlib
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -19,10 +20,11 @@ from django.db import transaction
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
 
-from obsweb.fleet.models import Host
+from obsweb.fleet.models import DroppedEvents, Host
 from obsweb.telemetry import histogram
 from obsweb.telemetry.bulk import fetch_in, insert_rows, update_rows
 from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
+from obsweb.telemetry.paths import RecentSpans, Span, connection_key
 from obsweb.telemetry.records import (
     NS_PER_S,
     SkippedRecord,
@@ -45,7 +47,7 @@ NS_PER_MINUTE = 60 * NS_PER_S
 EXTERNAL_PROTOCOL_TCP = "tcp"  # edges built from flow records
 FLOW_EVENT_CLOSE = "close"  # the flow event that carries a connection's final totals
 SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code", "error", "duration_ns",
-                 "trace_id", "span_id", "parent_span_id", "attributes"]  # fmt: skip
+                 "trace_id", "span_id", "parent_span_id", "connection", "attributes"]  # fmt: skip
 HEARTBEAT_FIELDS = ["last_seen", "agent_version", "kernel", "probes", "events_seen", "events_dropped",
                     "events_per_s"]  # fmt: skip
 # db.query.text is cut to the kernel's 1 KiB capture; more than this is no query the probes send.
@@ -86,6 +88,10 @@ class SampleCandidate:
     status_code: int
     error: bool
     duration_ns: int
+    connection: str = ""
+    span: Span | None = None  # with `recent`: its place in request paths
+    service_id: int | None = None  # resolved when its batch is written; a later batch may keep it
+    endpoint_id: int | None = None
 
 
 @dataclass
@@ -132,9 +138,15 @@ def _exchange(r: dict) -> Exchange:
 
 
 class Batch:
-    """Accumulates one batch of records per row key; `write()` then stores it."""
+    """Accumulates one batch of records per row key; `write()` then stores it.
 
-    def __init__(self):
+    With `recent` (the ingester's spans of the last seconds), a sampled request is stored with
+    its whole path: the calls it made and the callers that made it, on any service.
+    """
+
+    def __init__(self, recent: RecentSpans | None = None):
+        self.recent = recent
+        self.arrived: list[Span] = []  # this batch's spans, in arrival order (with `recent`)
         self.samples_per_minute = settings.SAMPLES_PER_ENDPOINT_MINUTE
         self.slow_ns = settings.SLOW_REQUEST_MS * 1_000_000
         self.services: dict[str, ServiceSeen] = {}
@@ -217,7 +229,7 @@ class Batch:
         _tally(totals, x)
         self._note_request(x.ts)
 
-        sample = SampleCandidate(r, x.ts, x.service, endpoint, x.status, x.error, x.duration)
+        sample = self._candidate(r, x, endpoint)
         if self._worth_keeping(x):
             self.kept.append(sample)
         else:
@@ -232,9 +244,30 @@ class Batch:
         _tally(self._edge(x.ts, x.service, target, x.protocol), x)
         self._note_request(x.ts)
         # The caller's view of a failing or slow call is kept: for external callees it is the only one.
-        # Ordinary client-side calls are not sampled: the callee's server-side samples stand for them.
-        if self._worth_keeping(x):
-            self.kept.append(SampleCandidate(r, x.ts, x.service, None, x.status, x.error, x.duration))
+        # Other calls are kept as part of a sampled request's path (with `recent`), never alone.
+        worth_keeping = self._worth_keeping(x)
+        if worth_keeping or self.recent is not None:
+            sample = self._candidate(r, x, None)
+            if worth_keeping:
+                self.kept.append(sample)
+
+    def _candidate(self, r: dict, x: Exchange, endpoint: tuple | None) -> SampleCandidate:
+        connection = connection_key(r)
+        sample = SampleCandidate(r, x.ts, x.service, endpoint, x.status, x.error, x.duration, connection)
+        if self.recent is not None:
+            span = Span(
+                span_id=_text(r.get(schema.SPAN_ID), 16),
+                parent_span_id=_text(r.get(schema.PARENT_SPAN_ID), 16),
+                kind=r[schema.SPAN_KIND],
+                connection=connection,
+                start=x.ts,
+                end=x.ts + x.duration,
+                item=sample,
+            )
+            self.recent.add(span, time.monotonic_ns())
+            self.arrived.append(span)
+            sample.span = span
+        return sample
 
     def _worth_keeping(self, x: Exchange) -> bool:
         """Every failing, client-erroring or slow request is kept whole."""
@@ -450,14 +483,19 @@ class Batch:
             for (endpoint, minute_ns), few in self.reservoir.items():
                 room = self.samples_per_minute - stored.get((endpoints[endpoint], _minute(minute_ns)), 0)
                 chosen.extend(few[: max(room, 0)])
+        for c in chosen if self.recent is None else (span.item for span in self.arrived):
+            c.service_id = services[c.service]
+            c.endpoint_id = endpoints[c.endpoint] if c.endpoint else None
+        if self.recent is not None:
+            chosen = [span.item for span in self.recent.keep_paths([c.span for c in chosen], self.arrived)]
         insert_rows(
             RequestSample,
             SAMPLE_FIELDS,
             [
                 (
                     to_datetime(c.ts),
-                    services[c.service],
-                    endpoints[c.endpoint] if c.endpoint else None,
+                    c.service_id,
+                    c.endpoint_id,
                     c.record[schema.HOST][:255],
                     c.record[schema.SPAN_KIND],
                     c.status_code,
@@ -466,6 +504,7 @@ class Batch:
                     _text(c.record.get(schema.TRACE_ID), 32),
                     _text(c.record.get(schema.SPAN_ID), 16),
                     _text(c.record.get(schema.PARENT_SPAN_ID), 16),
+                    c.connection,
                     _jsonable(c.record),
                 )
                 for c in chosen
@@ -498,12 +537,13 @@ class Batch:
         rows = {
             h.name: h for h in Host.objects.filter(id__in={hosts[r[schema.HOST][:255]] for r in self.agents})
         }
-        changed = {}
+        changed, drops = {}, []
         for r in sorted(self.agents, key=lambda r: r[schema.TS]):
             host = rows[r[schema.HOST][:255]]
-            if _heartbeat(host, r):
+            if _heartbeat(host, r, drops):
                 changed[host.name] = host
         update_rows(Host, list(changed.values()), HEARTBEAT_FIELDS)
+        DroppedEvents.objects.bulk_create(drops)
 
 
 def _tally(totals: Totals, x: Exchange) -> None:
@@ -536,13 +576,17 @@ def _not_stored(kind, record: dict) -> bool:
     return False
 
 
-def _heartbeat(host: Host, r: dict) -> bool:
-    """Apply one agent heartbeat to `host`; False for one older than what is stored."""
+def _heartbeat(host: Host, r: dict, drops: list[DroppedEvents]) -> bool:
+    """Apply one agent heartbeat to `host`, adding new drops it reports to `drops`; False for one
+    older than what is stored."""
     ts = r[schema.TS]
     seen = r[schema.AGENT_EVENTS_SEEN]
     when = to_datetime(ts)
     if host.last_seen is not None and when <= host.last_seen:
         return False
+    dropped = (r.get(schema.AGENT_EVENTS_DROPPED) or 0) + (r.get(schema.AGENT_RECORDS_DROPPED) or 0)
+    if new_drops := DroppedEvents.from_heartbeat(host, when, seen, dropped):
+        drops.append(new_drops)
     if host.last_seen is not None and seen >= host.events_seen:
         elapsed_s = (when - host.last_seen).total_seconds()
         host.events_per_s = (seen - host.events_seen) / elapsed_s
@@ -550,9 +594,7 @@ def _heartbeat(host: Host, r: dict) -> bool:
         host.events_per_s = 0.0  # first heartbeat, or the worker restarted and its counters did
     host.last_seen = when
     host.events_seen = seen
-    host.events_dropped = (r.get(schema.AGENT_EVENTS_DROPPED) or 0) + (
-        r.get(schema.AGENT_RECORDS_DROPPED) or 0
-    )
+    host.events_dropped = dropped
     host.agent_version = _opt_str(r, schema.AGENT_VERSION, 64)
     host.kernel = _opt_str(r, schema.AGENT_KERNEL, 128)
     host.probes = _jsonable(r.get(schema.AGENT_PROBES) or {})

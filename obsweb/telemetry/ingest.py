@@ -22,6 +22,7 @@ from obsweb.dashboard import live
 from obsweb.telemetry.aggregate import Applied, Batch
 from obsweb.telemetry.bulk import fetch_in
 from obsweb.telemetry.models import IngestedBatch
+from obsweb.telemetry.paths import RecentSpans
 from probes import schema
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ class Ingester:
         self._skips_logged_at = float("-inf")
         self._broadcast_at = float("-inf")
         self._broadcast_ts: int | None = None  # newest request ts not yet announced
+        self.recent = RecentSpans()  # so a sampled request is stored with its whole path
 
     def ensure_group(self) -> None:
         try:
@@ -188,15 +190,22 @@ class Ingester:
 
     def _commit(self, batches: list) -> tuple[Applied, int]:
         ids = [entry_id for entry_id, _ in batches]
-        with transaction.atomic():
-            done = set(fetch_in(IngestedBatch.objects.values_list("stream_id", flat=True), "stream_id", ids))
-            fresh = [(entry_id, records) for entry_id, records in batches if entry_id not in done]
-            batch = Batch()
-            for _entry_id, records in fresh:
-                for record in records:
-                    batch.add(record)
-            applied = batch.write()
-            IngestedBatch.objects.bulk_create([IngestedBatch(stream_id=entry_id) for entry_id, _ in fresh])
+        try:
+            with transaction.atomic():
+                done = set(
+                    fetch_in(IngestedBatch.objects.values_list("stream_id", flat=True), "stream_id", ids)
+                )
+                fresh = [(entry_id, records) for entry_id, records in batches if entry_id not in done]
+                batch = Batch(self.recent)
+                for _entry_id, records in fresh:
+                    for record in records:
+                        batch.add(record)
+                applied = batch.write()
+                IngestedBatch.objects.bulk_create([IngestedBatch(stream_id=e) for e, _ in fresh])
+        except Exception:
+            # The recent spans now hold this batch and think parts of it stored: start over.
+            self.recent = RecentSpans()
+            raise
         return applied, len(batches) - len(fresh)
 
     def _ack(self, ids: list[str]) -> None:

@@ -110,8 +110,10 @@ class RequestSample(models.Model):
     error = models.BooleanField(default=False)
     duration_ns = models.BigIntegerField()
     trace_id = models.CharField(max_length=32, blank=True, db_index=True)
-    span_id = models.CharField(max_length=16, blank=True)
-    parent_span_id = models.CharField(max_length=16, blank=True)
+    # Request paths (obsweb/telemetry/paths.py) are assembled by these three links.
+    span_id = models.CharField(max_length=16, blank=True, db_index=True)
+    parent_span_id = models.CharField(max_length=16, blank=True, db_index=True)
+    connection = models.CharField(max_length=120, blank=True, db_index=True)  # "cip:port>sip:port"
     attributes = models.JSONField(default=dict)  # the record as received (already redacted on the host)
 
     class Meta:

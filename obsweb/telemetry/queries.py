@@ -149,7 +149,7 @@ def endpoint_summaries(
     """One row per endpoint of the service with rollups in the window; None for an unknown service.
 
     Rows come busiest first: by requests, or with sort="total_time" by the sum of their durations.
-    Non-HTTP rows carry that sum as total_ms, with the query the endpoint stands for.
+    Each row carries that sum as total_ms; non-HTTP rows the query the endpoint stands for.
     """
     service = Service.objects.filter(name=service_name).first()
     if service is None:
@@ -179,8 +179,7 @@ def endpoint_summaries(
             "p99_ms": _ms(hist, 0.99),
             "status_codes": dict(sorted(total["status_codes"].items())),
         }
-        if endpoint.protocol != schema.PROTO_HTTP:
-            row["total_ms"] = round(total["duration_ns"] / 1e6, 3)
+        row["total_ms"] = round(total["duration_ns"] / 1e6, 3)
         busiest = total["duration_ns"] if sort == SORT_TOTAL_TIME else total["requests"]
         name = endpoint.route or endpoint.operation
         ranked.append(((-busiest, name, endpoint.method, endpoint.query, endpoint.target), row))
@@ -190,8 +189,9 @@ def endpoint_summaries(
 
 def _endpoint_identity(endpoint: Endpoint) -> dict:
     if endpoint.protocol == schema.PROTO_HTTP:
-        return {"method": endpoint.method, "route": endpoint.route}
+        return {"id": endpoint.id, "method": endpoint.method, "route": endpoint.route}
     return {
+        "id": endpoint.id,
         "operation": endpoint.operation,
         TARGET_NAMES.get(endpoint.protocol, DEFAULT_TARGET_NAME): endpoint.target,
         "query": endpoint.query,
@@ -205,7 +205,7 @@ def edge_summaries(since: datetime, until: datetime) -> list[dict]:
     """One row per (caller, callee, protocol) with traffic in the window, busiest first."""
     edges = Edge.objects.filter(_in_window(since, until))
     sums = edges.values("source_id", "target_id", "protocol").annotate(
-        requests=Sum("count"), errors=Sum("errors"), bytes=Sum("bytes")
+        requests=Sum("count"), errors=Sum("errors"), bytes=Sum("bytes"), duration_ns=Sum("duration_sum_ns")
     )
     hists = defaultdict(dict)
     for source, target, protocol, hist in edges.values_list(
@@ -227,6 +227,7 @@ def edge_summaries(since: datetime, until: datetime) -> list[dict]:
                 "errors": row["errors"],
                 "p99_ms": _ms(hists[row["source_id"], row["target_id"], row["protocol"]], 0.99),
                 "bytes": row["bytes"],
+                "total_ms": round(row["duration_ns"] / 1e6, 3),
                 "rps": round(row["requests"] / seconds, 3),
                 "target_external": target.external,
             }

@@ -72,6 +72,9 @@ class HttpEvent(ctypes.Structure):
         ("resp_bytes", ctypes.c_uint32),
         ("req_ns", ctypes.c_uint64),
         ("resp_ns", ctypes.c_uint64),
+        ("parent_ns", ctypes.c_uint64),  # client: the server request its thread served (0: none)
+        ("parent_fd", ctypes.c_uint32),
+        ("pad", ctypes.c_uint32),
         ("laddr", Addr),
         ("raddr", Addr),
         ("comm", ctypes.c_char * 16),

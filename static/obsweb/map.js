@@ -1,6 +1,6 @@
 // Service map drawn by plotly from the server-side layout in the #service-map-data island
 // (obsweb/dashboard/layout.py decides every position; this file only draws).
-// Plotly renders text as HTML: every captured string goes through escapeHtml first.
+// Plotly renders text as HTML: every captured string goes through obsweb.escapeHtml first.
 (function () {
   "use strict";
 
@@ -12,19 +12,26 @@
   var EDGE = "#8c959f";
   var HALO = "rgba(255, 255, 255, 0.85)";
 
-  function escapeHtml(value) {
-    return String(value)
-      .replace(/&/g, "&amp;")
-      .replace(/</g, "&lt;")
-      .replace(/>/g, "&gt;")
-      .replace(/"/g, "&quot;")
-      .replace(/'/g, "&#39;");
-  }
+  var escapeHtml = window.obsweb.escapeHtml;
   function fixed(v, digits) { return v == null ? DASH : v.toFixed(digits); }
   function count(n) { return n.toLocaleString("en-US"); }
 
+  // Big maps (hundreds of services): markers shrink to their spacing, only the busiest nodes
+  // are named (the rest on hover), and calls become plain lines (arrowheads and labels on hover).
+  var MAX_NAMED_NODES = 40;
+  var MAX_ARROWS = 80;
+  var xs = data.nodes.map(function (n) { return n.x; });
+  var ys = data.nodes.map(function (n) { return n.y; });
+  var pad = 0.5;
+  var xRange = [Math.min.apply(null, xs) - pad, Math.max.apply(null, xs) + pad];
+  var yRange = [Math.min.apply(null, ys) - pad, Math.max.apply(null, ys) + pad];
+  var pxPerUnit = container.clientWidth / Math.max(xRange[1] - xRange[0], yRange[1] - yRange[0]);
+  var maxMarkerPx = Math.max(6, 0.9 * data.node_spacing * pxPerUnit);
+  data.nodes.forEach(function (n) { n.size = Math.min(n.size, maxMarkerPx); });
   var sizeOf = {};
   data.nodes.forEach(function (n) { sizeOf[n.name] = n.size; });
+  var named = data.nodes.slice().sort(function (a, b) { return b.requests - a.requests; })
+    .slice(0, MAX_NAMED_NODES);
 
   function nodeHover(n) {
     var lines = ["<b>" + escapeHtml(n.name) + "</b>" + (n.external ? " (external)" : "")];
@@ -98,7 +105,7 @@
     x: data.nodes.map(function (n) { return n.x; }),
     y: data.nodes.map(function (n) { return n.y; }),
     hovertext: data.nodes.map(nodeHover),
-    customdata: data.nodes.map(function (n) { return n.name; }),
+    customdata: data.nodes.map(function (n) { return { service: n.name }; }),
     hoverinfo: "text",
     marker: {
       size: data.nodes.map(function (n) { return n.size; }),
@@ -120,14 +127,25 @@
     x: data.edges.map(function (a) { return a.label_x; }),
     y: data.edges.map(function (a) { return a.label_y; }),
     hovertext: data.edges.map(arrowHover),
+    customdata: data.edges.map(function (a) { return { service: a.source, anchor: "dependencies" }; }),
     hoverinfo: "text",
     marker: { size: 7, color: EDGE },
     cliponaxis: false,
   };
 
-  var xs = data.nodes.map(function (n) { return n.x; });
-  var ys = data.nodes.map(function (n) { return n.y; });
-  var pad = 0.5;
+  // Many calls: one line trace instead of hundreds of arrow annotations (plotly redraws every
+  // annotation on each hover); a null between segments breaks the line.
+  var arrows = data.edges.length <= MAX_ARROWS;
+  var lineTrace = {
+    type: "scatter",
+    mode: "lines",
+    x: [].concat.apply([], data.edges.map(function (a) { return [a.x0, a.x1, null]; })),
+    y: [].concat.apply([], data.edges.map(function (a) { return [a.y0, a.y1, null]; })),
+    line: { color: EDGE, width: 0.6 },
+    opacity: 0.5,
+    hoverinfo: "skip",
+  };
+
   var axis = { visible: false, fixedrange: true, zeroline: false, showgrid: false };
   var layout = {
     showlegend: false,
@@ -136,24 +154,24 @@
     margin: { l: 10, r: 10, t: 10, b: 10 },
     paper_bgcolor: "#ffffff",
     plot_bgcolor: "#ffffff",
-    xaxis: Object.assign({ range: [Math.min.apply(null, xs) - pad, Math.max.apply(null, xs) + pad] }, axis),
-    yaxis: Object.assign({
-      range: [Math.min.apply(null, ys) - pad, Math.max.apply(null, ys) + pad],
-      scaleanchor: "x",
-    }, axis),
-    annotations: data.edges.map(arrowLine)
+    xaxis: Object.assign({ range: xRange }, axis),
+    yaxis: Object.assign({ range: yRange, scaleanchor: "x" }, axis),
+    annotations: (arrows ? data.edges.map(arrowLine) : [])
       .concat(inlineLabels ? data.edges.map(arrowLabel) : [])
-      .concat(data.nodes.map(nodeLabel)),
+      .concat(named.map(nodeLabel)),
     hoverlabel: { bgcolor: "#ffffff", bordercolor: "#d0d7de", font: { color: TEXT } },
   };
 
-  var traces = inlineLabels ? [nodeTrace] : [edgeDotTrace, nodeTrace];
+  var traces = (arrows ? [] : [lineTrace]).concat(inlineLabels ? [] : [edgeDotTrace], [nodeTrace]);
   window.Plotly.newPlot(container, traces, layout, { displayModeBar: false, responsive: true });
 
-  // A click on a node opens that service's page, in the same window (?since= kept).
+  // A click on a node opens that service's page; on an edge's dot, the caller's dependencies
+  // (its calls to the callee, with their latency and errors). Same window, ?since= kept.
   container.on("plotly_click", function (event) {
     var point = event.points && event.points[0];
-    if (!point || point.customdata == null) return; // an edge dot, not a node
-    window.location.assign("/services/" + encodeURIComponent(point.customdata) + "/" + window.location.search);
+    var target = point && point.customdata;
+    if (!target || !target.service) return;
+    window.location.assign("/services/" + encodeURIComponent(target.service) + "/" + window.location.search +
+      (target.anchor ? "#" + target.anchor : ""));
   });
 })();

@@ -1,5 +1,6 @@
-// Live services table: listens on the overview websocket while the picker says "live".
-// Data from traffic is untrusted: rows are built with textContent only, never innerHTML.
+// Live services table, hosts strip and host warnings: listens on the overview websocket while
+// the picker says "live" (a past or custom window never loads this file, so nothing overwrites it).
+// Data from traffic and host names are untrusted: built with textContent only, never innerHTML.
 (function () {
   "use strict";
 
@@ -18,6 +19,9 @@
   var empty = document.getElementById("services-empty");
   var status = document.getElementById("live-status");
   var updated = document.getElementById("live-updated");
+  var hostList = document.getElementById("host-list");
+  var hostsEmpty = document.getElementById("hosts-empty");
+  var warningsBox = document.getElementById("fleet-warnings");
 
   var pending = null; // newest message not yet on screen
   var lastAppliedAt = 0;
@@ -34,6 +38,10 @@
   }
   function percent(f) { return f == null ? DASH : (f * 100).toFixed(2); }
   function count(n) { return n == null ? DASH : n.toLocaleString("en-US"); }
+  function perSecond(v) {
+    if (v == null) return DASH;
+    return v < 10 ? v.toFixed(1) : Math.round(v).toLocaleString("en-US");
+  }
   function errorLevel(f) { return !f ? "" : f >= BAD_ERROR_RATE ? "bad" : "warn"; }
 
   function cell(text, className) {
@@ -70,23 +78,70 @@
     return tr;
   }
 
+  function span(text, className) {
+    var el = document.createElement("span");
+    el.className = className;
+    el.textContent = text;
+    return el;
+  }
+
+  // One chip as templates/dashboard/_hosts_strip.html draws it.
+  function hostChip(h) {
+    var li = document.createElement("li");
+    li.className = "host host-" + h.status;
+    li.title = h.title;
+    li.appendChild(span(h.name, "host-name"));
+    li.appendChild(span(h.status, "host-status"));
+    li.appendChild(span(perSecond(h.events_per_s) + " events/s", "host-rate"));
+    li.appendChild(span(count(h.dropped) + " dropped", h.dropped ? "host-dropped bad" : "host-dropped"));
+    return li;
+  }
+
+  // One warning as templates/dashboard/_fleet_warnings.html draws it.
+  function warningItem(w) {
+    var li = document.createElement("li");
+    li.className = "fleet-warning fleet-warning-" + w.kind;
+    li.textContent = w.text;
+    return li;
+  }
+
+  function renderFleet(message) {
+    if (message.hosts && hostList) {
+      hostList.replaceChildren.apply(hostList, message.hosts.map(hostChip));
+      hostList.hidden = message.hosts.length === 0;
+      hostsEmpty.hidden = message.hosts.length !== 0;
+    }
+    if (message.warnings && warningsBox) {
+      var list = warningsBox.querySelector("ul");
+      list.replaceChildren.apply(list, message.warnings.map(warningItem));
+      warningsBox.hidden = message.warnings.length === 0;
+    }
+  }
+
+  // Times on the dashboard are UTC, zone stated (as the server renders them).
+  function utcTime(date) {
+    return date.toISOString().slice(11, 19) + " UTC";
+  }
+
   function render(message) {
     var services = message.services || [];
     tbody.replaceChildren.apply(tbody, services.map(row));
     table.hidden = services.length === 0;
     empty.hidden = services.length !== 0;
-    var at = new Date(message.sent_at_ns / 1e6);
-    updated.textContent = " · updated " + at.toLocaleTimeString([], { hour12: false });
+    renderFleet(message);
+    updated.textContent = " · updated " + utcTime(new Date(message.sent_at_ns / 1e6));
   }
+
+  function visible() { return document.visibilityState === "visible"; }
 
   // Apply the newest message, at most once a second and only while the tab is visible;
   // a hidden tab keeps just the latest message and shows it when it comes back.
   function scheduleApply() {
-    if (pending === null || applyTimer !== null || document.hidden) return;
+    if (pending === null || applyTimer !== null || !visible()) return;
     var waitMs = Math.max(0, lastAppliedAt + MIN_APPLY_INTERVAL_MS - Date.now());
     applyTimer = window.setTimeout(function () {
       applyTimer = null;
-      if (pending === null || document.hidden) return;
+      if (pending === null || !visible()) return;
       render(pending);
       pending = null;
       lastAppliedAt = Date.now();

@@ -170,4 +170,45 @@ def test_it_keeps_positions_when_only_the_numbers_change():
 
 
 def test_it_draws_nothing_without_traffic():
-    assert layout.service_map([], []) == {"nodes": [], "edges": []}
+    drawing = layout.service_map([], [])
+    assert (drawing["nodes"], drawing["edges"]) == ([], [])
+
+
+def big_map(services: int = 200, peers: int = 20, calls_each: int = 3):
+    names = [f"svc-{i:03d}" for i in range(services)]
+    rows = [
+        {"name": n, "protocol": "http", "requests": 10 + i, "errors": i % 7, "rps": 1.0, "p99_ms": 5.0}
+        for i, n in enumerate(names)
+    ]
+    edges = [
+        {"source": n, "target": names[(i * 7 + k * 13 + 1) % services], "protocol": "http", "requests": 5,
+         "errors": 0, "rps": 0.1, "p99_ms": 3.0, "target_external": False}
+        for i, n in enumerate(names) for k in range(calls_each)
+    ] + [
+        {"source": names[i * 3], "target": f"10.0.0.{i}:443", "protocol": "http", "requests": 2, "errors": 0,
+         "rps": 0.1, "p99_ms": 30.0, "target_external": True}
+        for i in range(peers)
+    ]  # fmt: skip
+    return rows, edges
+
+
+def test_it_spreads_200_services_on_rings_without_crowding():
+    drawing = layout.service_map(*big_map())
+    nodes = {n["name"]: n for n in drawing["nodes"]}
+    services = [n for n in nodes.values() if not n["external"]]
+    assert len(services) == 200 and len(drawing["edges"]) == 620
+
+    points = [(n["x"], n["y"]) for n in services]
+    closest = min(math.dist(a, b) for i, a in enumerate(points) for b in points[i + 1 :])
+    assert closest >= 0.9 * drawing["node_spacing"]
+    outermost_service = max(math.hypot(n["x"], n["y"]) for n in services)
+    for peer in (n for n in nodes.values() if n["external"]):
+        assert math.hypot(peer["x"], peer["y"]) == pytest.approx(outermost_service + layout.OUTER_GAP)
+
+
+def test_a_big_map_keeps_its_positions_when_traffic_changes():
+    rows, edges = big_map()
+    busier = [r | {"requests": r["requests"] * 10, "errors": 0} for r in rows]
+    first = {n["name"]: (n["x"], n["y"]) for n in layout.service_map(rows, edges)["nodes"]}
+    second = {n["name"]: (n["x"], n["y"]) for n in layout.service_map(busier, edges)["nodes"]}
+    assert first == second
