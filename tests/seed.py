@@ -145,5 +145,8 @@ def seed_sample(
         status_code=status,
         error=bool(record[schema.ERROR]),
         duration_ns=record[schema.DURATION_NS],
+        trace_id=record.get(schema.TRACE_ID, ""),
+        span_id=record.get(schema.SPAN_ID, ""),
+        parent_span_id=record.get(schema.PARENT_SPAN_ID, ""),
         attributes=record,
     )

@@ -35,7 +35,7 @@ def test_it_shows_the_service_to_a_viewer(viewer_client):
     html = response.content.decode()
     assert '<h1 class="service-name">checkout</h1>' in html
     assert "Hosts: web-1" in html
-    assert '<dd class="bad">10.00</dd>' in html
+    assert '<dd class="bad" data-stat="error_rate">10.00</dd>' in html
 
 
 def test_it_answers_404_for_an_unknown_service(viewer_client):
@@ -203,3 +203,52 @@ def test_it_renders_the_service_page_in_a_bounded_number_of_queries(
         response = viewer_client.get("/services/checkout/")
     assert len(response.context["http_endpoints"]) == 10
     assert len(response.context["callers"]) == len(response.context["dependencies"]) == 10
+
+
+def test_it_listens_live_only_in_the_live_window(viewer_client):
+    seed_service("checkout", requests=5)
+    live = viewer_client.get("/services/checkout/").content.decode()
+    past = viewer_client.get("/services/checkout/?since=-1h").content.decode()
+    assert "/static/obsweb/live.js" in live and 'id="live-status"' in live
+    assert "/static/obsweb/live.js" not in past and 'id="live-status"' not in past
+
+
+def test_the_live_series_gives_charts_and_formatted_numbers(viewer_client):
+    seed_service("checkout", requests=1200, errors=30, latency_ms=40.0)
+
+    response = viewer_client.get("/services/checkout/series.json")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert sum(body["charts"]["requests"]) == 1200
+    assert body["stats"]["requests"] == "1,200"
+    assert body["stats"]["error_rate"] == "2.50"
+
+
+def test_the_live_series_is_404_for_an_unknown_service_and_needs_login(client, viewer_client):
+    assert viewer_client.get("/services/nope/series.json").status_code == 404
+    client.logout()
+    assert client.get("/services/checkout/series.json").status_code == 302
+
+
+def test_it_links_sampled_requests_to_their_path_and_endpoints_to_their_paths(viewer_client):
+    seed_service("checkout", route="/pay", requests=5)
+    seed_sample("checkout", route="/pay", status=500, trace_id="4bf92f3577b34da6a3ce929d0e0e4736")
+
+    html = viewer_client.get("/services/checkout/").content.decode()
+
+    assert 'href="/traces/4bf92f3577b34da6a3ce929d0e0e4736/"' in html
+    endpoint = viewer_client.get("/services/checkout/").context["http_endpoints"][0]
+    assert f'href="/services/checkout/paths/{endpoint["id"]}/"' in html
+
+
+def test_it_names_the_dependency_that_dominates_latency(viewer_client):
+    seed_service("checkout", requests=10, latency_ms=100.0)
+    seed_edge("checkout", "payments", requests=10, latency_ms=80.0)
+    seed_edge("checkout", "redis", protocol="redis", requests=10, latency_ms=1.0)
+
+    response = viewer_client.get("/services/checkout/")
+
+    assert response.context["bottleneck"]["target"] == "payments"
+    assert response.context["bottleneck"]["share"] == pytest.approx(0.8, rel=0.05)
+    assert "of this service's serving time is spent waiting on" in response.content.decode()

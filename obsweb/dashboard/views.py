@@ -3,9 +3,11 @@
 from datetime import UTC, datetime
 
 from django.contrib.auth.decorators import login_required
+from django.http import JsonResponse
 from django.shortcuts import render
+from django.urls import reverse
 
-from obsweb.dashboard import hosts, layout
+from obsweb.dashboard import formats, hosts, layout
 from obsweb.dashboard.constants import (
     CHART_MINUTE_FORMAT,
     LIVE_WINDOW,
@@ -100,8 +102,33 @@ def service_detail(request, name):
         "bottleneck": _dominant_dependency(dependencies, endpoints),
         "failing": [_sample_row(s) for s in queries.request_samples(error=True, **samples)],
         "slowest": [_sample_row(s) for s in queries.request_samples(slowest_first=True, **samples)],
+        "live_config": {
+            "live": live,
+            "socket_path": OVERVIEW_SOCKET_PATH,
+            "series_url": reverse("dashboard:service-series", args=[name]),
+        },
     }
     return render(request, "dashboard/service.html", context)
+
+
+@login_required
+def service_series(request, name):
+    """The live service page's charts and headline numbers, fetched when the ingester says
+    there is news (static/obsweb/service.js); numbers formatted as the page formats them."""
+    if not Service.objects.filter(name=name).exists():
+        return JsonResponse({"detail": f"no service named {name!r}"}, status=404)
+    start, end = queries.parse_window(LIVE_WINDOW, None)
+    timeseries = queries.service_timeseries(name, start, end)
+    window = timeseries["window"]
+    stats = {
+        "requests": formats.count(window["requests"]),
+        "rps": formats.rate(window["rps"]),
+        "error_rate": formats.percent(window["error_rate"]),
+        "p50_ms": formats.ms(window["p50_ms"]),
+        "p90_ms": formats.ms(window["p90_ms"]),
+        "p99_ms": formats.ms(window["p99_ms"]),
+    }
+    return JsonResponse({"charts": _chart_data(timeseries), "stats": stats})
 
 
 def _dominant_dependency(dependencies: list[dict], endpoints: list[dict]) -> dict | None:

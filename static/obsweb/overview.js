@@ -4,10 +4,6 @@
 (function () {
   "use strict";
 
-  var MIN_APPLY_INTERVAL_MS = 1000; // DESIGN.md: at most one update per second per view
-  var FIRST_BACKOFF_MS = 1000;
-  var MAX_BACKOFF_MS = 30000;
-  var CLOSE_UNAUTHENTICATED = 4401; // obsweb/dashboard/consumers.py
   var BAD_ERROR_RATE = 0.05; // obsweb/dashboard/templatetags/dashboard.py
   var DASH = "\u2013";
 
@@ -22,11 +18,6 @@
   var hostList = document.getElementById("host-list");
   var hostsEmpty = document.getElementById("hosts-empty");
   var warningsBox = document.getElementById("fleet-warnings");
-
-  var pending = null; // newest message not yet on screen
-  var lastAppliedAt = 0;
-  var applyTimer = null;
-  var backoffMs = FIRST_BACKOFF_MS;
 
   // Number formats mirror obsweb/dashboard/formats.py, so live rows read like server-rendered ones.
   function rate(v) { return v == null ? DASH : v.toFixed(2); }
@@ -132,51 +123,5 @@
     updated.textContent = " · updated " + utcTime(new Date(message.sent_at_ns / 1e6));
   }
 
-  function visible() { return document.visibilityState === "visible"; }
-
-  // Apply the newest message, at most once a second and only while the tab is visible;
-  // a hidden tab keeps just the latest message and shows it when it comes back.
-  function scheduleApply() {
-    if (pending === null || applyTimer !== null || !visible()) return;
-    var waitMs = Math.max(0, lastAppliedAt + MIN_APPLY_INTERVAL_MS - Date.now());
-    applyTimer = window.setTimeout(function () {
-      applyTimer = null;
-      if (pending === null || !visible()) return;
-      render(pending);
-      pending = null;
-      lastAppliedAt = Date.now();
-    }, waitMs);
-  }
-  document.addEventListener("visibilitychange", scheduleApply);
-
-  function setStatus(state, text) {
-    status.className = "live-status " + state;
-    status.textContent = text;
-  }
-
-  function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + config.socket_path);
-    socket.addEventListener("open", function () {
-      backoffMs = FIRST_BACKOFF_MS;
-      setStatus("live", "live");
-    });
-    socket.addEventListener("message", function (event) {
-      var message = JSON.parse(event.data);
-      if (message.type !== "services") return;
-      pending = message;
-      scheduleApply();
-    });
-    socket.addEventListener("close", function (event) {
-      if (event.code === CLOSE_UNAUTHENTICATED) {
-        setStatus("off", "signed out, reload to log in");
-        return;
-      }
-      setStatus("reconnecting", "reconnecting");
-      // Jitter spreads reconnects after a web restart across all open pages.
-      window.setTimeout(connect, backoffMs * (0.75 + Math.random() / 2));
-      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
-    });
-  }
-  connect();
+  window.obsweb.live(config.socket_path, "services", render, status);
 })();

@@ -1,10 +1,11 @@
 // Service page charts drawn by plotly from the #service-charts-data island
-// (per-minute series from queries.service_timeseries; minutes are UTC).
+// (per-minute series from queries.service_timeseries; minutes are UTC). In a live window the
+// page listens on the dashboard websocket and, when the ingester announces news, fetches the
+// fresh series and headline numbers (views.service_series) and redraws without reloading.
 // Nothing captured from traffic reaches these charts: names and labels here are fixed text.
 (function () {
   "use strict";
 
-  var data = JSON.parse(document.getElementById("service-charts-data").textContent);
   var TEXT = "#1f2328";
   var GRID = "#e6eaef";
   var config = { displayModeBar: false, responsive: true };
@@ -23,7 +24,7 @@
     };
   }
 
-  function line(name, values, colour, unit) {
+  function line(data, name, values, colour, unit) {
     return {
       type: "scatter", mode: "lines+markers", name: name,
       x: data.minutes, y: values,
@@ -33,26 +34,53 @@
     };
   }
 
-  var latencyLayout = layout("ms");
-  latencyLayout.showlegend = true;
-  latencyLayout.legend = { orientation: "h", x: 0, y: 1.12 };
-  latencyLayout.margin.t = 28;
-  window.Plotly.newPlot("chart-latency", [
-    line("p50", data.p50_ms, "#1a7f37", "ms"),
-    line("p90", data.p90_ms, "#9a6700", "ms"),
-    line("p99", data.p99_ms, "#cf222e", "ms"),
-  ], latencyLayout, config);
+  // Plotly.react draws the first time and updates in place after, keeping zoom and hover state.
+  function draw(data) {
+    var latencyLayout = layout("ms");
+    latencyLayout.showlegend = true;
+    latencyLayout.legend = { orientation: "h", x: 0, y: 1.12 };
+    latencyLayout.margin.t = 28;
+    window.Plotly.react("chart-latency", [
+      line(data, "p50", data.p50_ms, "#1a7f37", "ms"),
+      line(data, "p90", data.p90_ms, "#9a6700", "ms"),
+      line(data, "p99", data.p99_ms, "#cf222e", "ms"),
+    ], latencyLayout, config);
 
-  window.Plotly.newPlot("chart-throughput", [{
-    type: "bar", name: "requests", x: data.minutes, y: data.requests,
-    marker: { color: "#0969da" },
-    hovertemplate: "%{y:,} requests<extra></extra>",
-  }], layout("requests/min"), config);
+    window.Plotly.react("chart-throughput", [{
+      type: "bar", name: "requests", x: data.minutes, y: data.requests,
+      marker: { color: "#0969da" },
+      hovertemplate: "%{y:,} requests<extra></extra>",
+    }], layout("requests/min"), config);
 
-  // A minute without requests has no error rate: a gap, not a zero.
-  var errorRate = data.requests.map(function (n, i) {
-    return n ? (100 * data.errors[i]) / n : null;
-  });
-  var errorsLayout = layout("%");
-  window.Plotly.newPlot("chart-errors", [line("errors", errorRate, "#cf222e", "%")], errorsLayout, config);
+    // A minute without requests has no error rate: a gap, not a zero.
+    var errorRate = data.requests.map(function (n, i) {
+      return n ? (100 * data.errors[i]) / n : null;
+    });
+    window.Plotly.react("chart-errors", [line(data, "errors", errorRate, "#cf222e", "%")], layout("%"), config);
+  }
+
+  draw(JSON.parse(document.getElementById("service-charts-data").textContent));
+
+  var live = JSON.parse(document.getElementById("service-live-config").textContent);
+  if (!live.live) return;
+  var updated = document.getElementById("live-updated");
+  function refresh() {
+    window.fetch(live.series_url, { credentials: "same-origin", headers: { Accept: "application/json" } })
+      .then(function (response) {
+        if (!response.ok) throw new Error("HTTP " + response.status);
+        return response.json();
+      })
+      .then(function (fresh) {
+        draw(fresh.charts);
+        Object.keys(fresh.stats).forEach(function (key) {
+          var cell = document.querySelector('#service-stats [data-stat="' + key + '"]');
+          if (cell) cell.textContent = fresh.stats[key];
+        });
+        updated.textContent = " · updated " + new Date().toISOString().slice(11, 19) + " UTC";
+      })
+      .catch(function (error) {
+        updated.textContent = " · update failed (" + error.message + "), retrying on the next tick";
+      });
+  }
+  window.obsweb.live(live.socket_path, "services", refresh, document.getElementById("live-status"));
 })();
