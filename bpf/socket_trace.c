@@ -17,6 +17,10 @@
  *   Connections of any other protocol are counted (bytes) but never captured.
  * - Request paths: while a thread serves a request (from reading it to writing its response),
  *   the client requests it starts carry that request as their parent (`serving`, per thread).
+ * - Probes are switched in the kernel (`switches`, written by the worker): a protocol switched
+ *   off opens no exchange, so it costs one array lookup per request and nothing in user space.
+ * - A worker scoped to a cgroup (CGROUP_ID) tracks only sockets its processes accept or connect,
+ *   so two workers on one machine behave as two hosts.
  * - Events are submitted with BPF_RB_NO_WAKEUP; the worker polls the ring
  *   buffer on a timer. Waking user space per event halves nginx's throughput.
  * - Totals (bytes, exchanges per connection, events lost) live in maps and
@@ -37,6 +41,8 @@
 #include "common.h"
 
 #define SELF_TGID __SELF_TGID__           /* the worker never traces itself */
+#define CGROUP_ID __CGROUP_ID__           /* cgroup v2 id the worker is scoped to; 0: whole host */
+#define CGROUP_LEVEL __CGROUP_LEVEL__     /* its depth below the cgroup v2 root */
 #define MAX_REQ 1024                      /* request prefix: HTTP head, SQL text up to 1 KiB */
 #define MAX_RESP 256                      /* response prefix: status + length headers */
 #define MAX_CONNS 65536
@@ -58,6 +64,11 @@ enum proto {
 enum event_type { EV_HTTP = 1, EV_FLOW = 2 };
 enum io_kind { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2 };
 enum direction { DIR_IN = 0, DIR_OUT = 1 };
+
+/* Slots of `switches` and `exchanges_by_probe`: the protocol ids, plus these. */
+#define SLOT_FLOWS 0                      /* PROTO_UNKNOWN never opens an exchange: flows use it */
+#define SLOT_TLS 8                        /* exchanges seen through the libssl uprobes */
+#define SLOTS 9
 
 enum counter {
     CNT_EXCHANGES = 0,        /* paired requests and responses, every protocol, exact */
@@ -169,6 +180,8 @@ BPF_HASH(connect_inflight, u64, struct connect_args, 4096);
 BPF_HASH(sk_connecting, u64, u64, 4096);           /* sock address -> conn key */
 BPF_TABLE("lru_hash", struct addr, struct addr, accepted_local, 4096); /* peer -> local */
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
+BPF_ARRAY(switches, u32, SLOTS);                   /* 1: on; written by the worker */
+BPF_PERCPU_ARRAY(exchanges_by_probe, u64, SLOTS);  /* what each probe costs, in events */
 BPF_TABLE("lru_hash", u64, struct serving, serving, 16384);  /* pid_tgid -> request in service */
 /* Pre-forking servers (PostgreSQL, Apache prefork) accept in the parent and serve in a child. */
 BPF_TABLE("lru_hash", u32, u64, servers, 4096);              /* tgid that accepts -> last fork ns */
@@ -181,6 +194,24 @@ static __always_inline void count(u32 idx) {
     u64 *v = counters.lookup(&idx);
     if (v)
         (*v)++;
+}
+
+static __always_inline bool switched_on(u32 slot) {
+    u32 *on = switches.lookup(&slot);
+    return on && *on;
+}
+
+static __always_inline void count_probe(u32 slot) {
+    u64 *v = exchanges_by_probe.lookup(&slot);
+    if (v)
+        (*v)++;
+}
+
+/* Outside the cgroup this worker watches: such a process's sockets are never tracked. */
+static __always_inline bool out_of_scope(void) {
+    if (CGROUP_ID == 0)
+        return false;
+    return bpf_get_current_ancestor_cgroup_id(CGROUP_LEVEL) != CGROUP_ID;
 }
 
 static __always_inline u64 conn_key(u32 tgid, u32 fd) {
@@ -206,7 +237,7 @@ static __always_inline void read_sockaddr(struct addr *out, void *uaddr) {
 
 static __always_inline int accept_enter(void *sockaddr) {
     u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == SELF_TGID)
+    if ((id >> 32) == SELF_TGID || out_of_scope())
         return 0;
     struct accept_args a = {.sockaddr = sockaddr};
     accept_inflight.update(&id, &a);
@@ -254,7 +285,7 @@ TRACEPOINT_PROBE(syscalls, sys_exit_accept) { return accept_exit(args->ret); }
 
 TRACEPOINT_PROBE(syscalls, sys_enter_connect) {
     u64 id = bpf_get_current_pid_tgid();
-    if ((id >> 32) == SELF_TGID)
+    if ((id >> 32) == SELF_TGID || out_of_scope())
         return 0;
     struct conn c = {};
     read_sockaddr(&c.raddr, args->uservaddr);
@@ -526,6 +557,7 @@ static __always_inline void append_request(u64 key, void *buf, u64 len) {
 static __always_inline void emit_exchange(struct conn *c, u64 key, void *buf, u64 len, u64 now) {
     struct http_event *e = events.ringbuf_reserve(sizeof(struct http_event));
     count(CNT_EXCHANGES);
+    count_probe(c->tls ? SLOT_TLS : c->proto);
     if (!e) {
         count(CNT_EVENTS_LOST);
         return;
@@ -624,7 +656,7 @@ static __always_inline int handle_data(u64 id, u64 conn_key, struct conn *c, u8 
             }
             count(CNT_UNANSWERED);
         }
-        if (!starts_request(c->proto, head))
+        if (!starts_request(c->proto, head) || !switched_on(c->proto))
             return 0;
         c->pending = 1;
         c->req_ns = now;
@@ -702,6 +734,11 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         return 0;
     }
     count(CNT_FLOWS);
+    if (!switched_on(SLOT_FLOWS)) {
+        conns.delete(&key);
+        return 0;
+    }
+    count_probe(SLOT_FLOWS);
     struct flow_event *e = events.ringbuf_reserve(sizeof(struct flow_event));
     if (e) {
         e->type = EV_FLOW;

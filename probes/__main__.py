@@ -7,6 +7,7 @@ import socket
 import sys
 
 from probes.programs.socket_trace import render_source
+from probes.scope import ScopeError, cgroup_scope
 
 
 def parse_args(argv=None):
@@ -25,14 +26,25 @@ def parse_args(argv=None):
         default=int(os.environ.get("OBSWEB_HEALTH_PORT", 8081)),
         help="/healthz; 0 disables",
     )
+    parser.add_argument(
+        "--cgroup",
+        default=os.environ.get("OBSWEB_CGROUP") or None,
+        help="watch only the processes in this cgroup v2 directory (and below), as one host; "
+        "run one worker per cgroup to make one machine several hosts",
+    )
     parser.add_argument("--print-bpf", action="store_true", help="print the generated BPF C and exit")
     return parser.parse_args(argv)
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    try:
+        scope = cgroup_scope(args.cgroup) if args.cgroup else None
+    except ScopeError as exc:
+        print(f"--cgroup: {exc}", file=sys.stderr)
+        return 2
     if args.print_bpf:
-        print(render_source(os.getpid()))
+        print(render_source(os.getpid(), scope=scope))
         return 0
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s probes %(levelname)s %(message)s"
@@ -44,7 +56,7 @@ def main(argv=None) -> int:
         return 2
     from probes.agent import Agent, serve_health, serve_metrics
 
-    agent = Agent(args.redis_url, args.host_name)
+    agent = Agent(args.redis_url, args.host_name, scope)
     agent.install_signal_handlers()
     if args.metrics_port:
         serve_metrics(agent, args.metrics_port)

@@ -1,7 +1,9 @@
 """Kernel events to records (probes/schema.py), redacted before they leave the host.
 
 Nothing from the raw payload travels except the allowlisted header values, the redacted
-target and the normalized route: Authorization, Cookie and request bodies stay here.
+target and the normalized route: Authorization, Cookie and request bodies stay here. What is
+allowlisted is the host's redaction policy (probes.redact.Policy, set with
+RecordBuilder.set_redaction).
 """
 
 import ipaddress
@@ -25,7 +27,7 @@ from probes.programs.socket_trace import (
     format_addr,
 )
 from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, mysql, postgres, redis
-from probes.redact import redact_target, safe_text
+from probes.redact import DEFAULT_POLICY, Policy, redact_target, safe_text
 from probes.routes import normalize_route
 
 SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
@@ -46,6 +48,8 @@ PROTOCOL_PARSERS = {
     PROTO_MONGODB: mongodb.summarize,
     PROTO_KAFKA: kafka.summarize,
 }
+# The parsers whose output depends on the redaction policy: they take it as `policy=`.
+POLICY_PARSERS = frozenset({PROTO_POSTGRES, PROTO_MYSQL, PROTO_REDIS})
 USER_AGENT_LIMIT = 256
 TRACEPARENT_VERSION = "00"
 TRACEPARENT_KEY = "_traceparent"  # internal to _request_fields, never published
@@ -156,8 +160,21 @@ class RecordBuilder:
     clock_offset_ns: int = field(default_factory=monotonic_to_epoch_offset_ns)
     skipped: int = 0
     skip_reasons: dict[str, int] = field(default_factory=dict)
-    _request_memo: dict = field(default_factory=dict)
-    _response_memo: dict = field(default_factory=dict)
+    # Change it with set_redaction: the memos below hold fields redacted under the policy in force.
+    redaction: Policy = DEFAULT_POLICY
+    # Keyed by raw captures, credentials included: kept out of the repr, so a log line cannot leak them.
+    _request_memo: dict = field(default_factory=dict, repr=False)
+    _response_memo: dict = field(default_factory=dict, repr=False)
+
+    def set_redaction(self, policy: Policy) -> None:
+        """Redact every exchange from now on by `policy` (probes.redact.Policy.from_control reads
+        one from the control hash). Forgets the memoized heads when the policy changes, since
+        they were redacted under the old one."""
+        if policy == self.redaction:
+            return
+        self.redaction = policy
+        self._request_memo.clear()
+        self._response_memo.clear()
 
     def _skip(self, reason: str) -> None:
         self.skipped += 1
@@ -249,7 +266,10 @@ class RecordBuilder:
             self._skip(f"no parser for protocol {event.proto}")
             return None
         name = PROTOCOL_NAMES[event.proto]
-        fields = parser(event.request_capture(), event.response_capture())
+        if event.proto in POLICY_PARSERS:
+            fields = parser(event.request_capture(), event.response_capture(), policy=self.redaction)
+        else:
+            fields = parser(event.request_capture(), event.response_capture())
         if fields is None:
             self._skip(f"unparseable {name} exchange")
             return None
@@ -262,10 +282,10 @@ class RecordBuilder:
         request bytes recur constantly (health checks, polling clients, load generators)."""
         fields = self._request_memo.get(prefix, MISSING)
         if fields is MISSING:
-            head = http1.read_request_head(prefix)
+            head = http1.read_request_head(prefix, self.redaction)
             fields = head and {
                 schema.HTTP_METHOD: head.method,
-                schema.URL_PATH: redact_target(head.target),
+                schema.URL_PATH: redact_target(head.target, self.redaction),
                 schema.HTTP_ROUTE: normalize_route(head.target),
                 schema.USER_AGENT: safe_text(head.headers.get("user-agent", ""), USER_AGENT_LIMIT),
                 TRACEPARENT_KEY: parse_traceparent(head.headers.get("traceparent")),
@@ -279,7 +299,7 @@ class RecordBuilder:
         """(status, head bytes read, head cut by the capture, Content-Length or None), memoized."""
         fields = self._response_memo.get(prefix, MISSING)
         if fields is MISSING:
-            head = http1.read_response_head(prefix)
+            head = http1.read_response_head(prefix, self.redaction)
             length = head.headers.get("content-length", "") if head else ""
             # isascii: str.isdigit() also accepts "²" and other digits int() refuses or misreads.
             content_length = int(length) if length.isascii() and length.isdigit() else None

@@ -13,14 +13,31 @@ RECORDS_STREAM = "obs:records"
 RECORDS_STREAM_MAXLEN = 200_000  # entries (batches), trimmed approximately
 RECORDS_FIELD = b"d"  # stream entry field holding the msgpack batch
 INGEST_GROUP = "ingest"
-CONTROL_CHANNEL = "obs:control"
+CONTROL_CHANNEL = "obs:control"  # PUBLISH <host name> (or CONTROL_ALL_HOSTS) after changing its hash
+CONTROL_ALL_HOSTS = "*"
 AGENT_KEY_TTL_S = 30
 BATCH_MAX_RECORDS = 1000
 BATCH_MAX_AGE_S = 0.2
 
 
 def control_key(host: str) -> str:
+    """The hash holding a host's desired state, written by the web app, read by its worker.
+
+    Fields: each probe name -> "1" (on) or "0" (off), absent meaning on; CONTROL_CPU_BUDGET ->
+    the worker's CPU budget in percent of one core ("" or absent: no budget); CONTROL_REDACTION
+    -> the redaction policy as JSON (REDACTION_* keys; absent: the defaults in probes/redact.py).
+    """
     return f"obs:control:{host}"
+
+
+CONTROL_CPU_BUDGET = "cpu_budget_percent"
+CONTROL_REDACTION = "redaction"
+# Redaction policy keys (JSON object in CONTROL_REDACTION). Sensitive headers are masked whatever
+# the policy says; the policy can only widen what is masked, or name what may be kept.
+REDACTION_HEADERS_KEPT = "headers_kept"  # [header names] whose values may leave the host
+REDACTION_QUERY_KEYS_KEPT = "query_keys_kept"  # [query parameter names] whose values may leave
+REDACTION_SQL_LITERALS = "sql_literals"  # "mask" (default) or "keep"
+REDACTION_REDIS_COMMANDS = "redis_commands_masked"  # [commands] whose arguments are masked
 
 
 def agent_key(host: str) -> str:
@@ -46,11 +63,26 @@ PROTO_REDIS = "redis"
 PROTO_MONGODB = "mongodb"
 PROTO_KAFKA = "kafka"
 
-# Probe names, as toggled per host in the control plane.
+# Probe names, as toggled per host in the control plane. One per protocol the socket program
+# parses (each switched in the kernel), tls (the libssl uprobes) and tcp (connection flows).
 PROBE_HTTP = "http"
 PROBE_TLS = "tls"
+PROBE_POSTGRES = "postgres"
+PROBE_MYSQL = "mysql"
+PROBE_REDIS = "redis"
+PROBE_MONGODB = "mongodb"
+PROBE_KAFKA = "kafka"
 PROBE_TCP = "tcp"
-PROBES = (PROBE_HTTP, PROBE_TLS, PROBE_TCP)
+PROBES = (
+    PROBE_HTTP,
+    PROBE_TLS,
+    PROBE_POSTGRES,
+    PROBE_MYSQL,
+    PROBE_REDIS,
+    PROBE_MONGODB,
+    PROBE_KAFKA,
+    PROBE_TCP,
+)
 
 # Record attribute keys. Common to every record:
 HOST = "host"
@@ -99,12 +131,18 @@ FLOW_REQUESTS = "flow.requests"
 # agent records:
 AGENT_VERSION = "agent.version"
 AGENT_KERNEL = "agent.kernel"
-AGENT_PROBES = "agent.probes"  # {probe: {"desired": bool, "actual": bool, "error": str|None}}
+# {probe: {"desired": bool, "actual": bool, "error": str|None, "throttled": str|None (why the
+# worker switched it off over its CPU budget), "events_per_s": float, "cpu_percent": float|None}}
+AGENT_PROBES = "agent.probes"
 AGENT_EVENTS_SEEN = "agent.events_seen"  # cumulative since start
 AGENT_EVENTS_DROPPED = "agent.events_dropped"  # cumulative since start
 AGENT_EVENTS_SKIPPED = "agent.events_skipped"  # cumulative, unparseable payloads
 AGENT_RECORDS_DROPPED = "agent.records_dropped"  # cumulative, lost before Redis
 AGENT_LAG_S = "agent.lag_s"
+AGENT_CPU_PERCENT = "agent.cpu_percent"  # the worker's CPU, user space plus its BPF programs, % of a core
+AGENT_CPU_BUDGET = "agent.cpu_budget_percent"  # the budget it applies, None for none
+AGENT_STOPPING = "agent.stopping"  # True in the last heartbeat of a worker shutting down
+AGENT_CONTROL_ERROR = "agent.control_error"  # a control hash field the worker could not use, or None
 
 
 def is_error_status(status: int | None) -> bool:

@@ -20,6 +20,7 @@ from probes.identity import (
     read_tcp_sockets,
     socket_inodes_of,
 )
+from probes.scope import CgroupScope
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,8 @@ EV_HTTP, EV_FLOW = 1, 2
 ROLE_UNKNOWN, ROLE_SERVER, ROLE_CLIENT = 0, 1, 2
 PROTO_UNKNOWN, PROTO_HTTP, PROTO_OTHER = 0, 1, 2
 PROTO_POSTGRES, PROTO_MYSQL, PROTO_REDIS, PROTO_MONGODB, PROTO_KAFKA = 3, 4, 5, 6, 7
+# Slots of the kernel's `switches` and `exchanges_by_probe` arrays (bpf/socket_trace.c).
+SLOT_FLOWS, SLOT_TLS, SLOTS = 0, 8, 9
 COUNTERS = (
     "exchanges",
     "events_lost",
@@ -149,21 +152,31 @@ def find_libssl() -> dict[tuple[int, int], str]:
     return found
 
 
-def render_source(self_tgid: int, ringbuf_pages: int = RINGBUF_PAGES) -> str:
+def render_source(
+    self_tgid: int, ringbuf_pages: int = RINGBUF_PAGES, scope: CgroupScope | None = None
+) -> str:
     """The C that gets compiled, placeholders filled in (`python -m probes --print-bpf`)."""
     return (
         "\n".join(source.read_text() for source in SOURCES)
         .replace("__SELF_TGID__", str(self_tgid))
         .replace("__RINGBUF_PAGES__", str(ringbuf_pages))
+        .replace("__CGROUP_ID__", str(scope.cgroup_id if scope else 0))
+        .replace("__CGROUP_LEVEL__", str(scope.level if scope else 0))
     )
 
 
 class SocketTrace:
     """The HTTP and TCP probe: one BPF program set, one ring buffer."""
 
-    def __init__(self, on_http: Callable[[HttpEvent], None], on_flow: Callable[[FlowEvent], None]):
+    def __init__(
+        self,
+        on_http: Callable[[HttpEvent], None],
+        on_flow: Callable[[FlowEvent], None],
+        scope: CgroupScope | None = None,
+    ):
         self.on_http = on_http
         self.on_flow = on_flow
+        self.scope = scope
         self.bpf = None
         self.tls_libraries: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> a path to it
         self.malformed_events = 0
@@ -174,7 +187,8 @@ class SocketTrace:
         from bcc import BPF  # Debian's python3-bpfcc, linked into the venv
 
         # TRACEPOINT_PROBE functions attach themselves when the module loads.
-        self.bpf = BPF(text=render_source(os.getpid()), cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
+        source = render_source(os.getpid(), scope=self.scope)
+        self.bpf = BPF(text=source, cflags=[f"-I{BPF_DIR}", "-Wno-macro-redefined"])
         self.bpf["events"].open_ring_buffer(self._on_event)
         seeded = self.seed_existing_sockets()
         log.info("socket_trace attached; %d existing connections seeded from /proc", seeded)
@@ -243,6 +257,41 @@ class SocketTrace:
                     "event %d of kind %d could not be turned into a record", self.callback_errors, kind
                 )
 
+    def set_switches(self, on: dict[int, bool]) -> None:
+        """Switch probes in the kernel: {slot (a protocol id, SLOT_FLOWS): on}."""
+        table = self.bpf["switches"]
+        for slot, value in on.items():
+            table[ctypes.c_int(slot)] = ctypes.c_uint32(int(value))
+
+    def switches(self) -> dict[int, bool]:
+        """What the kernel actually has switched on, by slot."""
+        if self.bpf is None:
+            return dict.fromkeys(range(SLOTS), False)
+        table = self.bpf["switches"]
+        return {slot: bool(table[ctypes.c_int(slot)].value) for slot in range(SLOTS)}
+
+    def events_by_slot(self) -> dict[int, int]:
+        """Exchanges (flows for SLOT_FLOWS) each probe produced since attach, exact."""
+        if self.bpf is None:
+            return dict.fromkeys(range(SLOTS), 0)
+        table = self.bpf["exchanges_by_probe"]
+        return {slot: sum(table[ctypes.c_int(slot)]) for slot in range(SLOTS)}
+
+    def program_run_time_ns(self) -> dict[str, int] | None:
+        """Kernel time spent in our BPF programs since load, {"socket": ns, "tls": ns}, from
+        /proc/self/fdinfo (bpf_stats must be enabled); None when the kernel does not say."""
+        if self.bpf is None:
+            return None
+        totals = {"socket": 0, "tls": 0}
+        seen = False
+        for name, function in self.bpf.funcs.items():
+            run_time = _fdinfo_field(function.fd, "run_time_ns")
+            if run_time is None:
+                continue
+            seen = True
+            totals["tls" if name.startswith(b"ssl_") else "socket"] += run_time
+        return totals if seen else None
+
     def counters(self) -> dict[str, int]:
         """Exact kernel-side totals since attach, summed over CPUs."""
         if self.bpf is None:
@@ -259,7 +308,7 @@ class SocketTrace:
         me = os.getpid()
         seeded = 0
         for pid in all_pids():
-            if pid == me:
+            if pid == me or (self.scope is not None and not self.scope.contains(pid)):
                 continue
             for inode, fd in socket_inodes_of(pid).items():
                 sock = established.get(inode)
@@ -268,6 +317,18 @@ class SocketTrace:
                 conns[conns.Key((pid << 32) | fd)] = _seed_value(conns.Leaf(), sock, listen_ports)
                 seeded += 1
         return seeded
+
+
+def _fdinfo_field(fd: int, name: str) -> int | None:
+    try:
+        with open(f"/proc/self/fdinfo/{fd}") as info:
+            for line in info:
+                key, _, value = line.partition(":")
+                if key == name:
+                    return int(value)
+    except (OSError, ValueError):
+        return None
+    return None
 
 
 def _seed_value(leaf, sock: TcpSocket, listen_ports: set[int]):

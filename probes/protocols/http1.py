@@ -8,27 +8,24 @@ Two kinds of reader for two kinds of input:
   the first bytes of one read or write (CAPTURE_REQUEST_BYTES / CAPTURE_RESPONSE_BYTES), usually
   cut in the middle of the head. They take what is complete and say when the head was cut.
 
-Both return heads that hold only KEPT_HEADERS, so a head can go into a record as it is.
+Both return heads that hold only the header values a redaction policy keeps (probes.redact.Policy,
+by default KEPT_HEADERS), so a head can go into a record as it is.
 """
 
 import re
 from dataclasses import dataclass
 
 from probes.protocols import NEED_MORE, NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
-from probes.redact import safe_text
+from probes.redact import DEFAULT_HEADERS_KEPT, DEFAULT_POLICY, Policy, safe_text
 
 # What the kernel captures of each message (MAX_REQ / MAX_RESP in bpf/socket_trace.c): enough for
 # the start line and the usual first headers, small enough for the BPF stack and ring buffer.
 CAPTURE_REQUEST_BYTES = 512
 CAPTURE_RESPONSE_BYTES = 256
 
-# The only headers a head keeps. An allowlist, not a denylist: a record leaves the host, and
-# credentials (Authorization, Cookie, vendor API-key and session headers nobody listed) must not,
-# so only headers with a known use survive: host and user-agent describe the caller, traceparent
-# joins spans into traces, the last three describe the body.
-KEPT_HEADERS = frozenset(
-    {"host", "user-agent", "traceparent", "content-length", "transfer-encoding", "content-type"}
-)
+# The headers a head keeps unless a policy says otherwise (the allowlist is explained where it
+# lives, in probes/redact.py).
+KEPT_HEADERS = DEFAULT_HEADERS_KEPT
 
 # Larger heads are abuse or not HTTP at all; servers refuse far smaller ones (nginx: 8 KiB lines,
 # 32 KiB in total by default), so nothing real is lost.
@@ -48,7 +45,6 @@ _REASON = re.compile(rb"[" + _FIELD_CHARS + rb"]*")
 _HEADER_LINE = re.compile(rb"([" + _TCHAR + rb"]+):([" + _FIELD_CHARS + rb"]*)")
 # The capture readers take any value and clean it later (safe_text): one control character in a
 # User-Agent must not cost the request its other headers.
-_KEPT_HEADER_NAMES = frozenset(name.encode() for name in KEPT_HEADERS)
 _CAPTURED_HEADER_LINE = re.compile(rb"([" + _TCHAR + rb"]+):(.*)", re.DOTALL)
 _HEADER_LINE_START = re.compile(rb"[" + _TCHAR + rb"]*|[" + _TCHAR + rb"]+:[" + _FIELD_CHARS + rb"]*")
 _CHUNK_LINE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;[" + _FIELD_CHARS + rb"]*)?")
@@ -61,7 +57,7 @@ class RequestHead:
     method: str
     target: str  # as sent: redact it (probes.redact) before it leaves the host
     version: str
-    headers: dict[str, str]  # lower-case names from KEPT_HEADERS, first occurrence only
+    headers: dict[str, str]  # lower-case names the policy keeps, first occurrence only
     header_bytes: int  # the whole head with its final CRLF; when truncated, the bytes read
     truncated: bool  # the capture ended before the head did
 
@@ -89,7 +85,7 @@ def looks_like_http(prefix: bytes) -> bool:
     return bool(_LOOKS_LIKE_REQUEST.match(prefix)) and not prefix.startswith(b"PRI * HTTP/2")
 
 
-def parse_request(buf: bytes) -> ParseResult:
+def parse_request(buf: bytes, policy: Policy = DEFAULT_POLICY) -> ParseResult:
     """Frame one request at the start of `buf`; message = (RequestHead, body length).
 
     The body is framed by chunked transfer coding or Content-Length, else empty. The body
@@ -109,14 +105,16 @@ def parse_request(buf: bytes) -> ParseResult:
         method.decode("ascii"),
         target.decode("ascii"),
         version.decode("ascii"),
-        _kept(fields),
+        _kept(fields, policy),
         head_end,
         False,
     )
     return _frame_body(buf, head_end, framing, request)
 
 
-def parse_response(buf: bytes, request_method: str | None = None) -> ParseResult:
+def parse_response(
+    buf: bytes, request_method: str | None = None, policy: Policy = DEFAULT_POLICY
+) -> ParseResult:
     """Frame one response at the start of `buf`; message = (ResponseHead, body length).
 
     `request_method` is the method of the request it answers: a response to HEAD has no body
@@ -138,13 +136,15 @@ def parse_response(buf: bytes, request_method: str | None = None) -> ParseResult
         framing = _framing(fields, is_request=False)
         if isinstance(framing, ParseResult):
             return framing
-    response = ResponseHead(version.decode("ascii"), status, _text(reason), _kept(fields), head_end, False)
+    response = ResponseHead(
+        version.decode("ascii"), status, _text(reason), _kept(fields, policy), head_end, False
+    )
     return _frame_body(buf, head_end, framing, response)
 
 
-def read_request_head(prefix: bytes) -> RequestHead | None:
+def read_request_head(prefix: bytes, policy: Policy = DEFAULT_POLICY) -> RequestHead | None:
     """The request head in a captured prefix, or None if it does not start a complete request line."""
-    lines = _captured_lines(prefix)
+    lines = _captured_lines(prefix, policy)
     if lines is None:
         return None
     start, fields, header_bytes, truncated = lines
@@ -155,13 +155,18 @@ def read_request_head(prefix: bytes) -> RequestHead | None:
     if not target:
         return None
     return RequestHead(
-        parts[0].decode("ascii"), target, parts[2].decode("ascii"), _kept(fields), header_bytes, truncated
+        parts[0].decode("ascii"),
+        target,
+        parts[2].decode("ascii"),
+        _kept(fields, policy),
+        header_bytes,
+        truncated,
     )
 
 
-def read_response_head(prefix: bytes) -> ResponseHead | None:
+def read_response_head(prefix: bytes, policy: Policy = DEFAULT_POLICY) -> ResponseHead | None:
     """The response head in a captured prefix, or None if it does not start a complete status line."""
-    lines = _captured_lines(prefix)
+    lines = _captured_lines(prefix, policy)
     if lines is None:
         return None
     start, fields, header_bytes, truncated = lines
@@ -170,7 +175,7 @@ def read_response_head(prefix: bytes) -> ResponseHead | None:
         return None
     reason = _text(parts[2]) if len(parts) == 3 else ""
     return ResponseHead(
-        parts[0].decode("ascii"), int(parts[1]), reason, _kept(fields), header_bytes, truncated
+        parts[0].decode("ascii"), int(parts[1]), reason, _kept(fields, policy), header_bytes, truncated
     )
 
 
@@ -354,7 +359,7 @@ def _frame_trailers(buf: bytes, pos: int, head, body: int) -> ParseResult:
 # --- shared helpers ---------------------------------------------------------------------------
 
 
-def _captured_lines(prefix: bytes):
+def _captured_lines(prefix: bytes, policy: Policy):
     """(start line, [(name, value)], head bytes read, truncated) from a capture, or None.
 
     Lenient where the strict parser is not: bare LF ends a line, and header lines that do not
@@ -369,24 +374,25 @@ def _captured_lines(prefix: bytes):
         return None
     start = complete[0].removesuffix(b"\r")
     fields, read = [], len(complete[0]) + 1
+    kept = policy.kept_header_bytes
     for line in complete[1:]:
         read += len(line) + 1
         line = line.removesuffix(b"\r")
         if not line:
             return start, fields, read, False
-        # Only allowlisted headers are ever returned, so the rest cost one partition, not a regex:
+        # Only kept headers are ever returned, so the rest cost one partition, not a regex:
         # this runs for every captured exchange on the host.
         name, colon, value = line.partition(b":")
-        if colon and name.lower() in _KEPT_HEADER_NAMES and _CAPTURED_HEADER_LINE.fullmatch(line):
+        if colon and name.lower() in kept and _CAPTURED_HEADER_LINE.fullmatch(line):
             fields.append((name.lower(), value.strip(b" \t")))
     return start, fields, read, True
 
 
-def _kept(fields: list[tuple[bytes, bytes]]) -> dict[str, str]:
+def _kept(fields: list[tuple[bytes, bytes]], policy: Policy) -> dict[str, str]:
     headers: dict[str, str] = {}
     for name, value in fields:
         key = name.decode("ascii")
-        if key in KEPT_HEADERS and key not in headers:
+        if key in policy.headers_kept and key not in headers:
             headers[key] = _text(value)
     return headers
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from probes import schema
 from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
 from probes.protocols.sql import OPERATION_PREPARE, query_fields
-from probes.redact import safe_text
+from probes.redact import DEFAULT_POLICY, Policy, safe_text
 
 HEADER_BYTES = 4
 MAX_PAYLOAD = 0xFFFFFF  # a payload of exactly this length continues in the next packet
@@ -163,7 +163,7 @@ def parse_response(buf: bytes) -> ParseResult:
     return ParseResult(OK, size, Packet(name, sequence, size, fields=fields))
 
 
-def summarize(request: bytes, response: bytes) -> dict | None:
+def summarize(request: bytes, response: bytes, policy: Policy = DEFAULT_POLICY) -> dict | None:
     """The record attributes of one captured exchange, or None when `request` is not MySQL.
 
     See probes.protocols for the contract. COM_QUERY gives the operation, table and query text of
@@ -172,7 +172,8 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     COM_STMT_EXECUTE alone is operation EXECUTE with "EXECUTE <statement id>" as text: the SQL
     was prepared in an earlier exchange. The HandshakeResponse is STARTUP, later login packets
     AUTH. An ERR anywhere in the response capture sets ERROR, with the error number as
-    DB_RESPONSE_STATUS and the SQLSTATE (else the number) as ERROR_TYPE.
+    DB_RESPONSE_STATUS and the SQLSTATE (else the number) as ERROR_TYPE. The query text keeps its
+    literals only when `policy` says so (probes.redact.Policy.sql_literals).
     """
     request, response = as_bytes(request), as_bytes(response) or b""
     if not request:
@@ -182,7 +183,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
         return None
     sequence, payload, _cut = packets[0]
     if sequence == 0:
-        fields = _command_fields(packets)
+        fields = _command_fields(packets, policy)
     elif sequence == 1 and _looks_like_handshake(payload):
         fields = {schema.DB_OPERATION: OPERATION_STARTUP}  # user, auth data and attributes unread
     else:
@@ -376,7 +377,7 @@ def _captured(buf: bytes):
         pos = end
 
 
-def _command_fields(packets: list) -> dict | None:
+def _command_fields(packets: list, policy: Policy) -> dict | None:
     commands = [(payload[0], payload, cut) for sequence, payload, cut in packets if sequence == 0]
     if commands[0][0] not in COMMANDS:
         return None
@@ -390,7 +391,7 @@ def _command_fields(packets: list) -> dict | None:
         if text is not None:
             # A cut COM_STMT_PREPARE may hide the execution that followed it in the same write.
             prepared_only = command == COM_STMT_PREPARE and not executions and not cut
-            fields = _text_fields(text, cut, prepared_only)
+            fields = _text_fields(text, cut, prepared_only, policy)
     if not fields:
         fields[schema.DB_OPERATION] = COMMANDS[command][1]
         if command in (COM_STMT_EXECUTE, COM_STMT_BULK_EXECUTE) and len(payload) >= 5:
@@ -401,8 +402,8 @@ def _command_fields(packets: list) -> dict | None:
     return {key: value for key, value in fields.items() if value != ""}
 
 
-def _text_fields(raw: bytes, cut: bool, prepared_only: bool) -> dict:
-    return query_fields(raw, schema.PROTO_MYSQL, cut, prepared_only)
+def _text_fields(raw: bytes, cut: bool, prepared_only: bool, policy: Policy) -> dict:
+    return query_fields(raw, schema.PROTO_MYSQL, cut, prepared_only, policy)
 
 
 def _response_fields(response: bytes) -> dict:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from probes import schema
 from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
 from probes.protocols.sql import OPERATION_PREPARE, query_fields
-from probes.redact import safe_text
+from probes.redact import DEFAULT_POLICY, Policy, safe_text
 
 HEADER_BYTES = 5  # type byte and length
 STARTUP_HEADER_BYTES = 8  # length and protocol code, no type byte
@@ -104,13 +104,14 @@ def parse_response(buf: bytes, after_encryption_request: bool = False) -> ParseR
     return _parse_typed(buf, _BACKEND, "backend")
 
 
-def summarize(request: bytes, response: bytes) -> dict | None:
+def summarize(request: bytes, response: bytes, policy: Policy = DEFAULT_POLICY) -> dict | None:
     """The record attributes of one captured exchange, or None when `request` is not PostgreSQL.
 
     See probes.protocols for the contract. The operation, table and query text come from the
     first Query or Parse in the capture; REQUEST_COUNT counts its Query and Execute messages, so a
     pipeline is one record standing for all of them. An ErrorResponse anywhere in the response
-    capture sets ERROR, with its SQLSTATE as ERROR_TYPE and DB_RESPONSE_STATUS.
+    capture sets ERROR, with its SQLSTATE as ERROR_TYPE and DB_RESPONSE_STATUS. The query text
+    keeps its literals only when `policy` says so (probes.redact.Policy.sql_literals).
     """
     request, response = as_bytes(request), as_bytes(response) or b""
     if not request:
@@ -120,7 +121,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
         fields = _startup_fields(request)
         encryption_request = request[4:8] in (_CODE_SSL, _CODE_GSSENC)
     else:
-        fields = _query_fields(request)
+        fields = _query_fields(request, policy)
     if fields is None:
         return None
     fields[schema.DB_SYSTEM] = schema.PROTO_POSTGRESQL
@@ -486,7 +487,7 @@ def _startup_fields(request: bytes) -> dict | None:
     return None
 
 
-def _query_fields(request: bytes) -> dict | None:
+def _query_fields(request: bytes, policy: Policy) -> dict | None:
     messages = list(_captured(request, _FRONTEND))
     if not messages:
         return None
@@ -498,7 +499,7 @@ def _query_fields(request: bytes) -> dict | None:
     fields = {}
     if text is not None:
         prepared_only = executions == 0 and not messages[-1][2]
-        fields.update(_text_fields(text, text_cut, prepared_only))
+        fields.update(_text_fields(text, text_cut, prepared_only, policy))
     elif executions:
         fields[schema.DB_OPERATION] = OPERATION_EXECUTE
         statement = _bound_statement(messages)
@@ -538,8 +539,8 @@ def _bound_statement(messages: list) -> str:
     return ""
 
 
-def _text_fields(raw: bytes, cut: bool, prepared_only: bool) -> dict:
-    return query_fields(raw, schema.PROTO_POSTGRESQL, cut, prepared_only)
+def _text_fields(raw: bytes, cut: bool, prepared_only: bool, policy: Policy) -> dict:
+    return query_fields(raw, schema.PROTO_POSTGRESQL, cut, prepared_only, policy)
 
 
 def _response_fields(response: bytes, encryption_request: bool) -> dict:

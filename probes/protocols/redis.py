@@ -22,6 +22,9 @@ value: db.operation.name is a known command name (COMMANDS), db.query.text adds 
 SUBCOMMANDS and one `?` per argument, error.type is the upper-case prefix of an error reply,
 never its message. Keys are not stored
 either (no db.collection.name): they are often personal data too ("user:alice@example.com").
+A host's redaction policy can hide the subcommand too, for the commands it lists
+(probes.redact.Policy.redis_commands_masked): `CONFIG ? ? ?` instead of `CONFIG SET ? ?` when it
+lists CONFIG, or CONFIG|SET (ACL's notation) for that subcommand alone.
 The frames parse_request and parse_response return hold the raw bytes, so their repr leaves them
 out: a log line must not leak a password.
 """
@@ -32,7 +35,7 @@ from typing import NamedTuple
 
 from probes import schema
 from probes.protocols import NEED_MORE_RESULT, OK, ParseResult, as_bytes, invalid
-from probes.redact import CUT_MARKER
+from probes.redact import CUT_MARKER, DEFAULT_POLICY, Policy
 
 # Bounds on one frame. Real traffic stays far below each; past one, the bytes are an attack or
 # not Redis, and the frame is INVALID rather than parsed at any cost.
@@ -220,7 +223,7 @@ def parse_response(buf: bytes) -> ParseResult:
     return _result(_Reader(buf), _Reader.reply)
 
 
-def summarize(request: bytes, response: bytes) -> dict | None:
+def summarize(request: bytes, response: bytes, policy: Policy = DEFAULT_POLICY) -> dict | None:
     """The record attributes of one captured exchange (see probes.protocols), or None when the
     request does not start with a Redis command.
 
@@ -228,7 +231,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
     else OTHER_OPERATION without a db.query.text. For a pipeline, both describe the first
     command, request.count says how many the capture holds (a command cut by the capture counts;
     absent means one), and the exchange is an error when any captured reply is one (pushes
-    aside), error.type being the first's.
+    aside), error.type being the first's. A command the policy lists shows no subcommand.
     """
     request, response = as_bytes(request), as_bytes(response)
     if not request:
@@ -238,7 +241,7 @@ def summarize(request: bytes, response: bytes) -> dict | None:
         return None
     first, count = commands
     fields: dict = {schema.DB_SYSTEM: schema.PROTO_REDIS}  # OpenTelemetry's db.system is the same word
-    fields.update(first.fields())
+    fields.update(first.fields(policy.redis_commands_masked))
     if count > 1:
         fields[schema.REQUEST_COUNT] = count
     failed, prefix = _captured_error(response or b"")
@@ -622,20 +625,23 @@ class _CapturedCommand(NamedTuple):
     argc: int | None  # arguments after the name; None when the capture cut an inline command
     first_arg: bytes | None
 
-    def fields(self) -> dict:
-        """db.operation.name and db.query.text, as far as they are known."""
+    def fields(self, masked: frozenset[str] = frozenset()) -> dict:
+        """db.operation.name and db.query.text, as far as they are known; the commands and
+        subcommands (CONFIG|SET) in `masked` show a `?` for their subcommand too."""
         if self.name is None:
             return {}
         prefix, dot, _ = self.name.partition(".")
         if self.name not in COMMANDS and not (dot and prefix in MODULE_PREFIXES):
             return {schema.DB_OPERATION: OTHER_OPERATION}
-        return {schema.DB_OPERATION: self.name, schema.DB_QUERY_TEXT: self.query_text()}
+        return {schema.DB_OPERATION: self.name, schema.DB_QUERY_TEXT: self.query_text(masked)}
 
-    def query_text(self) -> str:
-        """`SET ? ?`, `CONFIG SET ? ?`: the name, a known subcommand, a `?` per argument."""
+    def query_text(self, masked: frozenset[str] = frozenset()) -> str:
+        """`SET ? ?`, `CONFIG SET ? ?`: the name, a known subcommand unless `masked` hides it, a
+        `?` per argument."""
         words, placeholders = [self.name], self.argc
         subcommand = self.first_arg.upper().decode("latin-1") if self.first_arg is not None else None
-        if subcommand in SUBCOMMANDS.get(self.name, ()):
+        hidden = masked and (self.name in masked or f"{self.name}|{subcommand}" in masked)
+        if not hidden and subcommand in SUBCOMMANDS.get(self.name, ()):
             words.append(subcommand)
             placeholders -= 1
         if placeholders is None:

@@ -17,13 +17,19 @@ schema.PROTO_MYSQL, or "" for neither):
   string early and leak the rest), "..." and `...` are names.
 Anything unterminated runs to the end of the text and becomes one "?": a capture cut in the middle
 of a string never shows the part it has. Booleans and NULL are words and stay.
+
+A host's redaction policy may keep the literals (probes.redact.Policy.sql_literals, "keep"): then
+db.query.text is the statement as sent with its literals, comments dropped and whitespace collapsed,
+and nothing else changed (lists and rows stay as they were). The summary, operation and table are
+still read off the masked text, so they group as before; db.query.text then differs per value, so
+anything grouping by it gets one group per literal.
 """
 
 import re
 from functools import lru_cache
 
 from probes import schema
-from probes.redact import CUT_MARKER, safe_text
+from probes.redact import CUT_MARKER, DEFAULT_POLICY, Policy, safe_text
 from probes.schema import PROTO_MYSQL, PROTO_POSTGRESQL
 
 MAX_QUERY_CHARS = 1024  # db.query.text as stored, the last one CUT_MARKER when cut
@@ -151,7 +157,7 @@ _FROM_MODIFIERS = {"ONLY", "LATERAL"}
 _WRAPPERS = {"WITH", "EXPLAIN"}  # the statement that matters comes later
 
 
-def normalize_query(text: str, dialect: str = "") -> tuple[str, str, str, str]:
+def normalize_query(text: str, dialect: str = "", keep_literals: bool = False) -> tuple[str, str, str, str]:
     """(query text with literals as "?", summary, operation, table) of one SQL text.
 
     `SELECT * FROM users WHERE id IN (1, 2) AND name = 'x'` gives
@@ -160,22 +166,25 @@ def normalize_query(text: str, dialect: str = "") -> tuple[str, str, str, str]:
     become IN (?), ARRAY[...] of literals ARRAY[?], and repeated VALUES rows one row, so texts
     that differ only by their values or list lengths normalize alike. WITH is resolved to the
     statement after its definitions. Never raises: anything that is not text gives empty strings.
+    With `keep_literals`, the query text keeps its literals and is only cleaned of comments and
+    runs of whitespace (see the module docstring); the rest is the same.
     """
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8", errors="replace")
     if not isinstance(text, str) or dialect not in _LEXERS:
         return EMPTY
+    keep_literals = keep_literals is True  # anything else masks
     if len(text) <= MEMO_MAX_CHARS:
-        return _normalize_memoized(text, dialect)
-    return _normalize(text, dialect)
+        return _normalize_memoized(text, dialect, keep_literals)
+    return _normalize(text, dialect, keep_literals)
 
 
 @lru_cache(maxsize=MEMO_SIZE)
-def _normalize_memoized(text: str, dialect: str) -> tuple[str, str, str, str]:
-    return _normalize(text, dialect)
+def _normalize_memoized(text: str, dialect: str, keep_literals: bool) -> tuple[str, str, str, str]:
+    return _normalize(text, dialect, keep_literals)
 
 
-def _normalize(text: str, dialect: str) -> tuple[str, str, str, str]:
+def _normalize(text: str, dialect: str, keep_literals: bool) -> tuple[str, str, str, str]:
     was_cut = len(text) > MAX_SCAN_CHARS
     masked = _LEXERS[dialect].sub(_mask, text[:MAX_SCAN_CHARS])
     masked = _SPACES.sub(" ", masked).strip()
@@ -188,7 +197,8 @@ def _normalize(text: str, dialect: str) -> tuple[str, str, str, str]:
         masked = _ARRAY_LIST.sub(r"\1[?]", masked)
     if ")," in masked or ") ," in masked:
         masked = _REPEATED_ROWS.sub(r"\1 \2", masked)
-    query = safe_text(masked, limit=MAX_QUERY_CHARS)
+    shown = _with_literals(text[:MAX_SCAN_CHARS], dialect) if keep_literals else masked
+    query = safe_text(shown, limit=MAX_QUERY_CHARS)
     if was_cut and not query.endswith(CUT_MARKER):
         query = query[: MAX_QUERY_CHARS - 1] + CUT_MARKER
     operation, table = _operation_and_table(masked)
@@ -205,6 +215,21 @@ def _mask(match: re.Match) -> str:
     if match.group("comment") is not None:
         return prefix + " "  # `SELECT/**/1` is two words
     return prefix
+
+
+def _with_literals(text: str, dialect: str) -> str:
+    """The text with comments dropped and whitespace collapsed outside its literals, which stay
+    exactly as sent."""
+    pieces, plain = [], []
+    for match in _LEXERS[dialect].finditer(text):
+        plain.append(match.group("prefix"))
+        if match.group("comment") is not None:
+            plain.append(" ")
+        elif match.group("literal") is not None:
+            pieces += [_SPACES.sub(" ", "".join(plain)), match.group("literal")]
+            plain = []
+    pieces.append(_SPACES.sub(" ", "".join(plain)))
+    return "".join(pieces).strip()
 
 
 def _collapse_list(match: re.Match) -> str:
@@ -315,10 +340,14 @@ def _depth(masked: str, start: int, end: int) -> int:
 OPERATION_PREPARE = "PREPARE"
 
 
-def query_fields(raw: bytes, dialect: str, cut: bool, prepared_only: bool) -> dict:
-    """The record fields of one SQL text from a capture: normalized, cut-marked, and named PREPARE
-    when the statement was only prepared in this exchange (it runs in a later one)."""
-    query, summary, operation, table = normalize_query(raw.decode("utf-8", errors="replace"), dialect)
+def query_fields(
+    raw: bytes, dialect: str, cut: bool, prepared_only: bool, policy: Policy = DEFAULT_POLICY
+) -> dict:
+    """The record fields of one SQL text from a capture: normalized (literals masked unless the
+    policy keeps them), cut-marked, and named PREPARE when the statement was only prepared in this
+    exchange (it runs in a later one)."""
+    text = raw.decode("utf-8", errors="replace")
+    query, summary, operation, table = normalize_query(text, dialect, policy.keeps_sql_literals)
     if cut and query and not query.endswith(CUT_MARKER):
         query += CUT_MARKER
     if prepared_only:
