@@ -6,8 +6,10 @@ PYTHON := /usr/bin/python3
 VENV := .venv
 PY := $(VENV)/bin/python
 ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
-APT_RUN := python3-venv python3-bpfcc bpfcc-tools redis-server redis-tools iproute2 procps
-APT_TEST := nginx wrk chromium curl bpftool openssl postgresql mariadb-server mariadb-client
+# chromium: the Celery worker prints incident reports to PDF with it (obsweb/incidents/report/pdf.py).
+APT_RUN := python3-venv python3-bpfcc bpfcc-tools redis-server redis-tools iproute2 procps chromium
+# poppler-utils: pdftoppm, which the report tests render PDF pages with.
+APT_TEST := nginx wrk curl bpftool openssl postgresql mariadb-server mariadb-client poppler-utils
 STAMP := .local/stamps
 
 .PHONY: run test lint bench deps test-deps kernel migrate admin clean
@@ -30,6 +32,7 @@ lint: test-deps
 
 bench: test-deps kernel
 	$(PY) bench/overhead.py
+	$(PY) bench/dashboard.py
 
 $(STAMP):
 	mkdir -p $(STAMP)

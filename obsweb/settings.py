@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "channels",
     "obsweb.telemetry",
     "obsweb.fleet",
+    "obsweb.incidents",
     "obsweb.dashboard",
     "obsweb.api",
 ]
@@ -135,6 +136,32 @@ CELERY_BEAT_SCHEDULE = {
         "options": {"expires": 5.0},
     },
 }
+# Alerts and incidents (DESIGN.md: Alerts, incidents, reports; obsweb/incidents/).
+ALERT_EVALUATION_INTERVAL_S = envint("ALERT_EVALUATION_INTERVAL_S", 15)
+# An incident resolves once every rule has been clear this long.
+INCIDENT_RESOLVE_GRACE_S = envint("INCIDENT_RESOLVE_GRACE_S", 60)
+# Optional: every incident opened or resolved is POSTed here as JSON, retried with backoff.
+INCIDENT_WEBHOOK_URL = os.environ.get("INCIDENT_WEBHOOK_URL", "")
+WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 5)
+WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", 10)  # then 20, 40, ... between attempts
+WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", 5)
+REPORT_RETENTION_DAYS = envint("REPORT_RETENTION_DAYS", 30)
+# Reports print their HTML to PDF with this Chromium (Playwright, no browser download).
+REPORT_CHROMIUM = os.environ.get("REPORT_CHROMIUM", "/usr/bin/chromium")
+if ALERT_EVALUATION_INTERVAL_S < 1 or INCIDENT_RESOLVE_GRACE_S < 0 or WEBHOOK_MAX_ATTEMPTS < 1:
+    raise ImproperlyConfigured(
+        "ALERT_EVALUATION_INTERVAL_S and WEBHOOK_MAX_ATTEMPTS must be at least 1, "
+        "INCIDENT_RESOLVE_GRACE_S at least 0"
+    )
+CELERY_BEAT_SCHEDULE |= {
+    # A tick that waited behind a long task expires: the next one evaluates fresher rollups.
+    "evaluate-alerts": {
+        "task": "obsweb.incidents.evaluate_alerts",
+        "schedule": float(ALERT_EVALUATION_INTERVAL_S),
+        "options": {"expires": float(ALERT_EVALUATION_INTERVAL_S)},
+    },
+    "prune-reports": {"task": "obsweb.incidents.prune_reports", "schedule": 3600.0},
+}
 
 LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
@@ -156,7 +183,15 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
 }
-SPECTACULAR_SETTINGS = {"TITLE": "obsweb API", "VERSION": "1"}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "obsweb API",
+    "VERSION": "1",
+    # Several response fields are called "status"; these name their value sets apart.
+    "ENUM_NAME_OVERRIDES": {
+        "ReportStatusEnum": "obsweb.incidents.constants.REPORT_STATUS_CHOICES",
+        "WebhookStatusEnum": "obsweb.incidents.constants.WEBHOOK_STATUS_CHOICES",
+    },
+}
 
 # Retention (hours / days), see DESIGN.md: Storage.
 SAMPLE_RETENTION_HOURS = envint("SAMPLE_RETENTION_HOURS", 24)
@@ -164,10 +199,11 @@ ROLLUP_RETENTION_DAYS = envint("ROLLUP_RETENTION_DAYS", 7)
 # Request samples kept per endpoint per minute besides every error and every slow request.
 SAMPLES_PER_ENDPOINT_MINUTE = envint("SAMPLES_PER_ENDPOINT_MINUTE", 5)
 SLOW_REQUEST_MS = envint("SLOW_REQUEST_MS", 1000)
-# A host is up while its agent's last heartbeat (every 5 s) is younger than HOST_STALE_AFTER_S,
-# stale until HOST_DOWN_AFTER_S, down after that (obsweb.fleet.models.Host.status).
-HOST_STALE_AFTER_S = envint("HOST_STALE_AFTER_S", 15)
-HOST_DOWN_AFTER_S = envint("HOST_DOWN_AFTER_S", 60)
+# A host is up while its agent's last heartbeat (every 2 s) is younger than HOST_STALE_AFTER_S,
+# stale until HOST_DOWN_AFTER_S, down after that (obsweb.fleet.models.Host.status): a killed
+# worker's host reads down within 15 s (issue 6), one that stops cleanly at once.
+HOST_STALE_AFTER_S = envint("HOST_STALE_AFTER_S", 5)
+HOST_DOWN_AFTER_S = envint("HOST_DOWN_AFTER_S", 10)
 if not 0 < HOST_STALE_AFTER_S < HOST_DOWN_AFTER_S:
     raise ImproperlyConfigured(
         f"HOST_STALE_AFTER_S ({HOST_STALE_AFTER_S}) must be above 0 and below "

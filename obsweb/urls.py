@@ -5,5 +5,6 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("", include("obsweb.api.urls")),
+    path("", include("obsweb.incidents.urls")),
     path("", include("obsweb.dashboard.urls")),
 ]

@@ -24,6 +24,39 @@ def redis_url():
 
 
 @pytest.fixture
+def control_redis(settings, redis_url):
+    """The web app's Redis (settings.REDIS_URL) pointed at the test server, emptied; a client on it
+    that reads the control hashes as text."""
+    import redis
+
+    settings.REDIS_URL = redis_url
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def control_channel(control_redis):
+    """Subscribed to the control channel before the test acts; call it for the host names
+    published since (waiting up to `wait_s` for the first)."""
+    from probes import schema
+
+    pubsub = control_redis.pubsub()
+    pubsub.subscribe(schema.CONTROL_CHANNEL)
+    assert pubsub.get_message(timeout=5)["type"] == "subscribe"
+
+    def published(wait_s: float = 2.0) -> list[str]:
+        names = []
+        while (message := pubsub.get_message(timeout=wait_s if not names else 0.2)) is not None:
+            names.append(message["data"])
+        return names
+
+    yield published
+    pubsub.close()
+
+
+@pytest.fixture
 def personas(db):
     """Three users as in every view test: staff (may change things), viewer (may look), outsider (none)."""
     from django.contrib.auth.models import User

@@ -18,8 +18,10 @@ import requests
 from tests.helpers import REPO, free_port, redis_server, stop, wait_for_port
 
 PYTHON = sys.executable
-CREATE_USER = (
-    "from django.contrib.auth.models import User; User.objects.create_user('e2e', password='e2e-pass')"
+CREATE_USERS = (
+    "from django.contrib.auth.models import User\n"
+    "User.objects.create_user('e2e', password='e2e-pass')\n"
+    "User.objects.create_user('e2e-staff', password='e2e-staff-pass', is_staff=True)\n"
 )
 NGINX_CONF = """
 worker_processes 1;
@@ -56,7 +58,8 @@ class Stack:
     web_port: int = 0
     metrics_port: int = 0
     health_port: int = 0
-    token: str = ""
+    token: str = ""  # a viewer's
+    staff_token: str = ""
     host_name: str = "e2e-host"
     procs: list = field(default_factory=list)
     named: dict = field(default_factory=dict)  # name given to spawn() -> process
@@ -108,34 +111,37 @@ class Stack:
     def worker_metrics(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
-    def start_worker(self) -> subprocess.Popen:
-        self.metrics_port, self.health_port = free_port(), free_port()
-        proc = self.spawn(
-            "worker",
-            [
-                PYTHON,
-                "-m",
-                "probes",
-                "--redis-url",
-                self.redis_url,
-                "--host-name",
-                self.host_name,
-                "--metrics-port",
-                str(self.metrics_port),
-                "--health-port",
-                str(self.health_port),
-            ],
-        )
-        wait_for_port(self.health_port, timeout=60)
+    def start_worker(self, host_name: str | None = None, cgroup: Path | None = None) -> subprocess.Popen:
+        """A probe worker reporting as `host_name` (the stack's host by default), watching only
+        `cgroup` when given; returns once its socket program is attached and switched on."""
+        host_name = host_name or self.host_name
+        metrics_port, health_port = free_port(), free_port()
+        if host_name == self.host_name:
+            self.metrics_port, self.health_port = metrics_port, health_port
+        args = [PYTHON, "-m", "probes", "--redis-url", self.redis_url, "--host-name", host_name]
+        args += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
+        if cgroup is not None:
+            args += ["--cgroup", str(cgroup)]
+        name = "worker" if host_name == self.host_name else f"worker-{host_name}"
+        proc = self.spawn(name, args)
+        wait_for_port(health_port, timeout=60)
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
-            probes = self.worker_health()["probes"]
-            if probes["http"]["actual"]:
+            probes = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5).json()["probes"]
+            if any(state["actual"] for state in probes.values()):
                 return proc
-            if probes["http"]["error"]:
-                raise RuntimeError(f"worker could not attach: {probes['http']['error']}")
+            if probes["http"]["error"]:  # the socket program serves http: its error is the program's
+                raise RuntimeError(f"worker {host_name} could not attach: {probes['http']['error']}")
             time.sleep(0.2)
-        raise TimeoutError("worker did not attach its BPF programs in 60 s:\n" + self.log("worker"))
+        raise TimeoutError(f"worker {host_name} did not attach its BPF programs in 60 s:\n" + self.log(name))
+
+    def patch(self, path: str, body: dict, token: str | None = None) -> requests.Response:
+        return requests.patch(
+            f"{self.web}{path}",
+            json=body,
+            headers={"Authorization": f"Token {token or self.staff_token}"},
+            timeout=10,
+        )
 
 
 @contextlib.contextmanager
@@ -152,8 +158,9 @@ def obsweb_stack(with_worker: bool = True):
         stack = Stack(tmp=tmp, redis_url=redis_url, env=env)
         try:
             stack.manage("migrate", "--noinput")
-            stack.manage("shell", "-c", CREATE_USER)
+            stack.manage("shell", "-c", CREATE_USERS)
             stack.token = stack.manage("apitoken", "e2e").strip()
+            stack.staff_token = stack.manage("apitoken", "e2e-staff").strip()
             stack.web_port = free_port()
             stack.spawn("ingest", [PYTHON, "manage.py", "ingest"])
             stack.spawn(

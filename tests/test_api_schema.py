@@ -24,6 +24,9 @@ def test_the_api_schema_generates_without_warnings_or_errors():
         "/api/v1/services/{name}/endpoints",
         "/api/v1/edges",
         "/api/v1/requests",
+        "/api/v1/hosts",
+        "/api/v1/hosts/{name}",
+        "/api/v1/hosts/{name}/probes",
         "/healthz",
     } <= set(schema["paths"])
     limit = next(p for p in schema["paths"]["/api/v1/requests"]["get"]["parameters"] if p["name"] == "limit")

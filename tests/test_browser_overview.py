@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -60,6 +61,9 @@ def web(tmp_path, redis_url):
         "SECRET_KEY": "browser-test-only",
         "DEBUG": "False",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        # Seeded heartbeats do not repeat: wide thresholds keep their status for the test's length.
+        "HOST_STALE_AFTER_S": "15",
+        "HOST_DOWN_AFTER_S": "60",
     }
     port = helpers.free_port()
     web = Web(url=f"http://127.0.0.1:{port}", env=env)
@@ -251,3 +255,39 @@ def test_hosts_strip_and_drop_warning_show_hostile_host_names_as_text(web, page)
     expect(strip.locator(".host-down .host-name")).to_have_text(HOSTILE)
     expect(warnings.filter(has_text=f"{HOSTILE} has not reported for")).to_have_count(1)
     assert page.evaluate("typeof window.__xss") == "undefined"
+
+
+def test_a_map_of_200_services_draws_fast_and_stays_readable(web, page):
+    web.shell(
+        "from tests.seed import seed_edge, seed_service\n"
+        "names = [f'svc-{i:03d}' for i in range(200)]\n"
+        "for i, name in enumerate(names):\n"
+        "    seed_service(name, requests=10 + i, errors=i % 9)\n"
+        "    for k in (1, 7, 31):\n"
+        "        seed_edge(name, names[(i + k) % 200], requests=5)\n"
+    )
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.on("response", lambda r: errors.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    log_in(page, web)
+
+    started = time.monotonic()
+    page.goto(web.url + "/map/")
+    page.wait_for_selector("#service-map .scatterlayer .trace .point")
+    drawn_s = time.monotonic() - started
+
+    nodes = page.evaluate(
+        "document.getElementById('service-map').data.find((t) => t.mode === 'markers' && t.customdata"
+        " && t.customdata[0] && !t.customdata[0].anchor).x.length"
+    )
+    labels = page.locator("#service-map .annotation-text").count()
+    sizes = page.evaluate(
+        "Math.max(...document.getElementById('service-map').data.find((t) => t.mode === 'markers'"
+        " && t.customdata && t.customdata[0] && !t.customdata[0].anchor).marker.size)"
+    )
+    print(f"200-service map drawn in {drawn_s:.2f} s with {labels} labels, markers <= {sizes:.0f} px")
+    assert nodes == 200 + 5  # the fixture seeds five nodes of its own
+    assert labels <= 48  # the busiest 40 services and 8 peers are named; the rest on hover
+    assert errors == []
+    page.screenshot(path=str(SHOTS / "map-200.png"))

@@ -64,7 +64,7 @@ def test_it_warns_when_agent_dropped_events_in_window(viewer_client, path):
 
 
 def test_it_stays_quiet_when_no_agent_dropped_events(viewer_client):
-    heartbeats("web-1", (10, 0, 0), (5, 0, 0))
+    heartbeats("web-1", (6, 0, 0), (1, 0, 0))
     html = viewer_client.get("/").content.decode()
     assert warnings_of(html) == []
     assert 'id="fleet-warnings" role="status" hidden' in html
@@ -107,7 +107,7 @@ def test_it_does_not_warn_about_silence_after_the_window(viewer_client):
 
 
 def test_it_warns_on_pages_without_a_window_of_their_own(viewer_client):
-    heartbeats("web-1", (10, 0, 0), (5, 3, 0))
+    heartbeats("web-1", (6, 0, 0), (1, 3, 0))
     for response in (
         viewer_client.get("/services/nothing-here/"),
         viewer_client.get("/", {"since": "yesterday-ish"}),

@@ -144,3 +144,17 @@ def test_it_renders_the_overview_in_a_bounded_number_of_queries(viewer_client, d
     with django_assert_max_num_queries(12):
         response = viewer_client.get("/")
     assert len(response.context["services"]) == 20
+
+
+def test_it_draws_a_sparkline_of_the_last_30_minutes_per_service(viewer_client):
+    seed_service("checkout", requests=30, minutes_ago=10)
+    seed_service("checkout", requests=60)
+
+    response = viewer_client.get("/")
+
+    (row,) = response.context["services"]
+    assert row["sparkline_peak"] == 60
+    points = row["sparkline"].split()
+    assert len(points) == 30
+    assert points[-1].endswith(",1") and points[-11].endswith(",12")  # 60 at the top, 30 halfway
+    assert f'<polyline points="{row["sparkline"]}"/>' in response.content.decode()

@@ -116,7 +116,7 @@ def test_the_trace_page_and_the_endpoint_paths_page_show_the_path(traced):
 
     page = session.get(f"{stack.web}/traces/{spans[0]['trace_id']}/", timeout=10)
     assert page.status_code == 200
-    assert "Longest call" in page.text and s.postgres in page.text
+    assert "Most time spent" in page.text and f"<strong>{s.postgres}</strong> itself" in page.text
 
     (checkout,) = [e for e in stack.endpoints(FRONTEND) if e.get("route") == "/checkout"]
     paths = session.get(f"{stack.web}/services/{FRONTEND}/paths/{checkout['id']}/", timeout=10)

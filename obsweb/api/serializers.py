@@ -7,6 +7,7 @@ those dicts as they are); tests/test_api_schema.py keeps the two in step.
 from rest_framework import serializers
 
 from obsweb.telemetry import queries
+from probes import schema
 
 WINDOW_HELP = "Relative (-30s, -15m, -1h, -7d) or ISO 8601; since defaults to -15m, until to now."
 
@@ -139,6 +140,56 @@ class TraceSpan(serializers.Serializer):
 class Trace(serializers.Serializer):
     spans = TraceSpan(many=True)
     truncated = serializers.BooleanField(help_text="The path had more spans than are returned.")
+
+
+class ProbeState(serializers.Serializer):
+    desired = serializers.BooleanField(
+        help_text="What the database says: switched here, in the admin or the API."
+    )
+    actual = serializers.BooleanField(
+        allow_null=True, help_text="Running, as the agent last reported; null: not reported."
+    )
+    error = serializers.CharField(
+        allow_null=True, help_text="Why it could not attach (for example no libssl found)."
+    )
+    throttled = serializers.CharField(
+        allow_null=True, help_text="Why the worker switched it off over its CPU budget; null when it did not."
+    )
+    events_per_s = serializers.FloatField(allow_null=True)
+    cpu_percent = serializers.FloatField(allow_null=True, help_text="Its BPF programs' CPU, % of one core.")
+
+
+class HostSummary(serializers.Serializer):
+    name = serializers.CharField()
+    status = serializers.ChoiceField(choices=["up", "stale", "down"])
+    stopped = serializers.BooleanField(help_text="The worker said it was stopping: down at once.")
+    last_seen = serializers.DateTimeField(allow_null=True, help_text="The last heartbeat; null: none yet.")
+    agent_version = serializers.CharField()
+    kernel = serializers.CharField()
+    probes = serializers.DictField(child=ProbeState(), help_text='{"http": {...}, "tls": {...}, ...}')
+    events_per_s = serializers.FloatField(allow_null=True, help_text="Null while the host is down.")
+    dropped = serializers.IntegerField(help_text="Events the agent dropped since it started.")
+    cpu_percent = serializers.FloatField(
+        allow_null=True, help_text="The worker's CPU (user space and its BPF programs), % of one core."
+    )
+    cpu_budget_percent = serializers.FloatField(allow_null=True, help_text="Null: no budget.")
+
+
+class HostList(serializers.Serializer):
+    hosts = HostSummary(many=True)
+
+
+class ProbeChanges(serializers.Serializer):
+    """Documents PATCH /api/v1/hosts/<name>/probes: any of the probes, each true or false."""
+
+    def get_fields(self):
+        return {probe: serializers.BooleanField(required=False) for probe in schema.PROBES}
+
+
+class HostSettings(serializers.Serializer):
+    cpu_budget_percent = serializers.FloatField(
+        allow_null=True, min_value=0, help_text="The worker's CPU budget in % of one core; null removes it."
+    )
 
 
 class Health(serializers.Serializer):

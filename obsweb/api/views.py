@@ -7,13 +7,16 @@ Errors answer {"detail": message}: 400 for a bad parameter, 401 without credenti
 from django.db import DatabaseError, connection
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
-from rest_framework.exceptions import NotFound, ParseError
-from rest_framework.permissions import AllowAny
+from rest_framework.exceptions import APIException, NotFound, ParseError
+from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from obsweb.api import serializers
+from obsweb.fleet import control, state
+from obsweb.fleet.models import Host
 from obsweb.telemetry import queries, traces
+from probes import schema
 
 ERRORS = {
     400: OpenApiResponse(serializers.Problem, description="A bad query parameter; detail says which."),
@@ -140,6 +143,107 @@ def _trace_span(placed: traces.PathSpan) -> dict:
         "error": sample.error,
         "attributes": sample.attributes,
     }
+
+
+class StaffMayChange(BasePermission):
+    """Everyone logged in reads; only staff change (DESIGN.md: Control plane)."""
+
+    message = "only staff may change probes and budgets"
+
+    def has_permission(self, request, view):
+        if request.method in SAFE_METHODS:
+            return bool(request.user and request.user.is_authenticated)
+        return control.may_change(request.user)
+
+
+class WorkerNotTold(APIException):
+    status_code = 503
+    default_code = "worker_not_told"
+
+
+CHANGE_ERRORS = {
+    400: OpenApiResponse(
+        serializers.Problem, description="An unknown setting or a bad value; detail says which."
+    ),
+    401: ERRORS[401],
+    403: OpenApiResponse(serializers.Problem, description="Not staff."),
+    404: OpenApiResponse(serializers.Problem, description="No host of that name."),
+    503: OpenApiResponse(
+        serializers.Problem,
+        description="Saved, but Redis did not answer: the worker applies it when Redis is back.",
+    ),
+}
+HOST_NAME = OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Host name.")
+
+
+def _host(name: str) -> Host:
+    host = Host.objects.filter(name=name).first()
+    if host is None:
+        raise NotFound(f"no host named {name!r}")
+    return host
+
+
+class HostListView(APIView):
+    @extend_schema(
+        summary="Every host: status, agent, and per probe desired vs actual state and cost",
+        operation_id="api_v1_hosts_list",  # else it collides with one host's GET
+        responses={200: serializers.HostList, 401: ERRORS[401]},
+    )
+    def get(self, request):
+        return Response({"hosts": state.host_summaries()})
+
+
+class HostView(APIView):
+    permission_classes = [StaffMayChange]
+
+    @extend_schema(
+        summary="One host",
+        parameters=[HOST_NAME],
+        responses={200: serializers.HostSummary, 401: ERRORS[401], 404: CHANGE_ERRORS[404]},
+    )
+    def get(self, request, name: str):
+        return Response(state.host_summary(_host(name)))
+
+    @extend_schema(
+        summary="Set or remove the host's worker CPU budget (staff only)",
+        parameters=[HOST_NAME],
+        request=serializers.HostSettings,
+        responses={200: serializers.HostSummary, **CHANGE_ERRORS},
+    )
+    def patch(self, request, name: str):
+        host = _host(name)
+        body = request.data
+        if not isinstance(body, dict) or set(body) != {schema.CONTROL_CPU_BUDGET}:
+            raise ParseError(
+                f'send {{"{schema.CONTROL_CPU_BUDGET}": <% of one core, or null>}} and nothing else'
+            )
+        try:
+            control.set_cpu_budget(host, body[schema.CONTROL_CPU_BUDGET], request.user)
+        except ValueError as exc:
+            raise ParseError(str(exc)) from None
+        except control.WorkerNotTold as exc:
+            raise WorkerNotTold(str(exc)) from None
+        return Response(state.host_summary(host))
+
+
+class HostProbesView(APIView):
+    permission_classes = [StaffMayChange]
+
+    @extend_schema(
+        summary='Switch probes of one host on or off: {"http": false, "tls": true} (staff only)',
+        parameters=[HOST_NAME],
+        request=serializers.ProbeChanges,
+        responses={200: serializers.HostSummary, **CHANGE_ERRORS},
+    )
+    def patch(self, request, name: str):
+        host = _host(name)
+        try:
+            control.set_probes(host, request.data, request.user)
+        except ValueError as exc:
+            raise ParseError(str(exc)) from None
+        except control.WorkerNotTold as exc:
+            raise WorkerNotTold(str(exc)) from None
+        return Response(state.host_summary(host))
 
 
 class HealthView(APIView):

@@ -3,6 +3,11 @@
 # Channel-layer group every open overview page joins; live.broadcast_overview sends to it.
 OVERVIEW_GROUP = "overview"
 OVERVIEW_SOCKET_PATH = "/ws/overview/"
+# The hosts page: live.broadcast_hosts tells its group that heartbeats arrived; the page then
+# fetches its rows. It also polls every HOSTS_REFRESH_MS, so a silent host turns down unprompted.
+HOSTS_GROUP = "hosts"
+HOSTS_SOCKET_PATH = "/ws/hosts/"
+HOSTS_REFRESH_MS = 2000
 
 # What "live" shows: the server-rendered table and every broadcast cover the same window.
 LIVE_WINDOW = "-5m"

@@ -28,6 +28,11 @@ def per_second(value: float | None) -> str:
     return f"{value:.1f}" if value < 10 else f"{value:,.0f}"
 
 
+def cpu(percent: float | None) -> str:
+    """A CPU share in % of one core, one decimal: `3.2 %`."""
+    return DASH if percent is None else f"{percent:.1f} %"
+
+
 def percent(fraction: float | None) -> str:
     """An error rate (0..1) as a percentage with two decimals: `2.50`."""
     return DASH if fraction is None else f"{fraction * 100:.2f}"
@@ -55,3 +60,21 @@ def age(seconds: float) -> str:
     if seconds >= 60:
         return f"{int(seconds // 60)} min"
     return f"{max(int(seconds), 0)} s"
+
+
+SPARKLINE_WIDTH = 120  # the SVG viewBox the overview draws sparklines in
+SPARKLINE_HEIGHT = 24
+
+
+def sparkline_points(values: list[int]) -> str:
+    """`points` of an SVG polyline drawing `values` left to right, the largest at the top and
+    zero at the bottom (a flat line at the bottom when all are zero). Numbers only: safe to
+    send to the browser and set as an attribute."""
+    if not values:
+        return ""
+    top = max(values) or 1
+    step = SPARKLINE_WIDTH / max(len(values) - 1, 1)
+    usable = SPARKLINE_HEIGHT - 2  # a 1-unit margin keeps the stroke inside the box
+    return " ".join(
+        f"{round(i * step, 1):g},{round(1 + usable * (1 - v / top), 1):g}" for i, v in enumerate(values)
+    )

@@ -1,4 +1,5 @@
-"""What the dashboard says about the hosts: the overview's hosts strip and the warnings every page shows.
+"""What the dashboard says about the hosts: the overview's hosts strip, the warnings every page
+shows, and the rows of the hosts page.
 
 Both come from one function, so the server-rendered page and the live broadcast agree; the texts
 are built here and shown as text (templates escape them, overview.js sets textContent).
@@ -9,6 +10,7 @@ from datetime import datetime
 from django.utils import timezone
 
 from obsweb.dashboard import formats
+from obsweb.fleet import state
 from obsweb.fleet.models import Host
 
 WARNING_DROPPED = "dropped"
@@ -70,6 +72,15 @@ def _dropped_warning(host: Host, live: bool, now: datetime) -> dict:
 
 
 def _silent_warning(host: Host, now: datetime) -> dict:
+    if host.stopped:
+        return {
+            "host": host.name,
+            "kind": WARNING_SILENT,
+            "text": (
+                f"the probe worker on {host.name} stopped at {formats.utc_time(host.last_seen, now)}: "
+                "its traffic since then is missing here"
+            ),
+        }
     silent_s = (now - host.last_seen).total_seconds()
     return {
         "host": host.name,
@@ -80,3 +91,42 @@ def _silent_warning(host: Host, now: datetime) -> dict:
             "its traffic since then is missing here"
         ),
     }
+
+
+# A probe's actual state on the hosts page, from the agent's last heartbeat.
+PROBE_ON = "on"
+PROBE_OFF = "off"
+PROBE_ERROR = "error"
+PROBE_THROTTLED = "throttled"
+PROBE_UNKNOWN = "unknown"  # the agent never reported this probe (an older agent, or none yet)
+
+
+def host_rows(now: datetime | None = None) -> list[dict]:
+    """The hosts page: per host its summary (obsweb.fleet.state, as the API answers it) plus the
+    texts the page shows, per probe its actual state in a word and the reason behind an error or
+    a throttle. One query."""
+    now = now or timezone.now()
+    rows = []
+    for host in Host.objects.order_by("name"):
+        summary = state.host_summary(host, now)
+        rows.append(
+            summary
+            | {
+                "last_seen_text": formats.utc_time(host.last_seen, now) if host.last_seen else "never",
+                "status_text": "stopped" if host.stopped else summary["status"],
+                "probe_rows": [_probe_row(host, name, probe) for name, probe in summary["probes"].items()],
+            }
+        )
+    return rows
+
+
+def _probe_row(host: Host, name: str, probe: dict) -> dict:
+    if probe["throttled"]:
+        actual, reason = PROBE_THROTTLED, probe["throttled"]
+    elif probe["error"]:
+        actual, reason = PROBE_ERROR, probe["error"]
+    elif probe["actual"] is None:
+        actual, reason = PROBE_UNKNOWN, ""
+    else:
+        actual, reason = (PROBE_ON if probe["actual"] else PROBE_OFF), ""
+    return probe | {"name": name, "state": actual, "reason": reason, "applying": state.applying(host, name)}

@@ -6,7 +6,8 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 from obsweb.dashboard import hosts
-from obsweb.dashboard.constants import LIVE_WINDOW, OVERVIEW_GROUP
+from obsweb.dashboard.constants import HOSTS_GROUP, LIVE_WINDOW, OVERVIEW_GROUP
+from obsweb.dashboard.overview import service_rows
 from obsweb.telemetry import queries
 
 
@@ -23,10 +24,18 @@ def broadcast_overview(latest_ts_ns: int | None) -> None:
     fleet = hosts.fleet_state(since, until, live=True)
     message = {
         "type": "overview.update",
-        "services": queries.service_summaries(since, until),
+        "services": service_rows(since, until),
         "hosts": fleet["hosts"],
         "warnings": fleet["warnings"],
         "latest_ts_ns": latest_ts_ns,
         "sent_at_ns": time.time_ns(),
     }
     async_to_sync(get_channel_layer().group_send)(OVERVIEW_GROUP, message)
+
+
+def broadcast_hosts() -> None:
+    """Tell every open hosts page that heartbeats arrived; each fetches its rows (server-rendered,
+    so nothing captured is ever built into HTML in the browser). Rate-limited by the caller."""
+    async_to_sync(get_channel_layer().group_send)(
+        HOSTS_GROUP, {"type": "hosts.changed", "sent_at_ns": time.time_ns()}
+    )

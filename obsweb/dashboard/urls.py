@@ -1,6 +1,6 @@
 from django.urls import path
 
-from obsweb.dashboard import views
+from obsweb.dashboard import host_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -11,4 +11,12 @@ urlpatterns = [
     path("services/<path:name>/series.json", views.service_series, name="service-series"),
     path("services/<path:name>/", views.service_detail, name="service"),
     path("traces/<str:trace_id>/", views.trace_detail, name="trace"),
+    path("hosts/", host_views.hosts_page, name="hosts"),
+    path("hosts/rows/", host_views.hosts_rows, name="hosts-rows"),
+    path("hosts/probes/", host_views.set_probe, name="host-probe"),
+    path("hosts/probes/all/", host_views.set_probe_everywhere, name="hosts-probe"),
+    path("hosts/budget/", host_views.set_budget, name="host-budget"),
+    path("hosts/audit/", host_views.audit_log, name="audit"),
+    path("hosts/audit.csv", host_views.audit_csv, name="audit-csv"),
+    path("hosts/redaction/", host_views.redaction_policy, name="redaction"),
 ]

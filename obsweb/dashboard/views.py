@@ -15,6 +15,7 @@ from obsweb.dashboard.constants import (
     OVERVIEW_SOCKET_PATH,
     SAMPLE_ROWS,
 )
+from obsweb.dashboard.overview import service_rows
 from obsweb.fleet.models import Host
 from obsweb.telemetry import queries, traces
 from obsweb.telemetry.aggregate import EXTERNAL_PROTOCOL_TCP
@@ -49,7 +50,7 @@ def overview(request):
         start, end, live = _window(request)
     except queries.WindowError as exc:
         return render(request, "dashboard/overview.html", {"window_error": str(exc)}, status=400)
-    services = queries.service_summaries(start, end)
+    services = service_rows(start, end)
     context = _window_context(start, end, live) | {
         "services": services,
         "fleet": hosts.fleet_state(start, end, live=live),
@@ -88,7 +89,7 @@ def service_detail(request, name):
     http = service.protocol in ("", schema.PROTO_HTTP)
     sort = queries.SORT_REQUESTS if http else queries.SORT_TOTAL_TIME
     endpoints = queries.endpoint_summaries(name, start, end, sort=sort) or []
-    edges = queries.edge_summaries(start, end)
+    edges = queries.edge_summaries(start, end, service=service)
     dependencies = [edge for edge in edges if edge["source"] == name]
     samples = {"since": start, "until": end, "service": name, "limit": SAMPLE_ROWS}
     context |= _window_context(start, end, live) | {
@@ -165,11 +166,13 @@ def _sample_row(attrs: dict) -> dict:
     return {
         "when": datetime.fromtimestamp(ts / 1e9, UTC) if ts else None,
         "what": traces.span_name(attrs),
-        "query": attrs.get(schema.DB_QUERY_SUMMARY) or attrs.get(schema.DB_QUERY_TEXT) or "",
+        "query": attrs.get(schema.DB_QUERY_TEXT) or attrs.get(schema.DB_QUERY_SUMMARY) or "",
         "outcome": _outcome(attrs),
         "error": bool(attrs.get(schema.ERROR)),
         "duration_ms": attrs[schema.DURATION_NS] / 1e6 if attrs.get(schema.DURATION_NS) is not None else None,
         "host": attrs.get(schema.HOST, ""),
+        # Outgoing calls (the caller's view of a failing or slow call) name whom they called.
+        "called": traces.callee_name(attrs) if attrs.get(schema.SPAN_KIND) == schema.SPAN_CLIENT else "",
         "trace_id": attrs.get(schema.TRACE_ID) or "",
     }
 
@@ -209,10 +212,10 @@ def trace_detail(request, trace_id):
 def _path_row(placed: traces.PathSpan) -> dict:
     sample, attrs = placed.sample, placed.sample.attributes
     return {
-        "label": "\u2003" * placed.depth + f"{sample.service.name}: {placed.name or sample.span_kind}",
+        "label": f"{sample.service.name}: {placed.name or sample.span_kind}",
         "service": sample.service.name,
         "what": placed.name,
-        "query": attrs.get(schema.DB_QUERY_SUMMARY) or attrs.get(schema.DB_QUERY_TEXT) or "",
+        "query": attrs.get(schema.DB_QUERY_TEXT) or attrs.get(schema.DB_QUERY_SUMMARY) or "",
         "kind": sample.span_kind,
         "peer": attrs.get(schema.PEER_SERVICE) or "",
         "depth": placed.depth,
@@ -228,17 +231,24 @@ def _path_row(placed: traces.PathSpan) -> dict:
 
 
 def _bottleneck(path: list[traces.PathSpan]) -> dict | None:
-    """The call that took the largest share of the root request's time, if any call was traced."""
-    root = path[0]
-    calls = [p for p in path if p.parent is root]
-    if not calls or not root.duration_ms:
+    """Where the request's time went: the span with the most time of its own (its duration less
+    its calls'), so a slow database shows as the database, not as every caller above it. A
+    client span's own time is the network, or an untraced callee."""
+    own = {id(p): p.duration_ms for p in path}
+    for placed in path:
+        if placed.parent is not None:
+            own[id(placed.parent)] -= placed.duration_ms
+    slowest = max(path, key=lambda p: own[id(p)])
+    total = path[0].duration_ms
+    if len(path) < 2 or not total:
         return None
-    slowest = max(calls, key=lambda p: p.duration_ms)
+    client = slowest.sample.span_kind == schema.SPAN_CLIENT
     return {
-        "service": slowest.sample.attributes.get(schema.PEER_SERVICE) or slowest.sample.service.name,
+        "service": slowest.sample.service.name,
+        "callee": traces.callee_name(slowest.sample.attributes) if client else "",
         "what": slowest.name,
-        "duration_ms": slowest.duration_ms,
-        "share": min(1.0, slowest.duration_ms / root.duration_ms),
+        "own_ms": max(own[id(slowest)], 0.0),
+        "share": min(1.0, max(own[id(slowest)], 0.0) / total),
     }
 
 

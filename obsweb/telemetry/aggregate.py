@@ -10,6 +10,7 @@ never failing its batch.
 """
 
 import hashlib
+import math
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ from django.db import transaction
 from django.db.models import Count
 from django.db.models.functions import TruncMinute
 
-from obsweb.fleet.models import DroppedEvents, Host
+from obsweb.fleet.models import AuditEntry, DroppedEvents, Host
 from obsweb.telemetry import histogram
 from obsweb.telemetry.bulk import fetch_in, insert_rows, update_rows
 from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
@@ -49,7 +50,7 @@ FLOW_EVENT_CLOSE = "close"  # the flow event that carries a connection's final t
 SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code", "error", "duration_ns",
                  "trace_id", "span_id", "parent_span_id", "connection", "attributes"]  # fmt: skip
 HEARTBEAT_FIELDS = ["last_seen", "agent_version", "kernel", "probes", "events_seen", "events_dropped",
-                    "events_per_s"]  # fmt: skip
+                    "events_per_s", "cpu_percent", "stopped"]  # fmt: skip
 # db.query.text is cut to the kernel's 1 KiB capture; more than this is no query the probes send.
 QUERY_MAX_CHARS = 4096
 QUERY_HASH_CHARS = 16
@@ -103,6 +104,10 @@ class Applied:
     latest_request_ts: int | None = None
     skipped: Counter = field(default_factory=Counter)  # reason -> records
     ignored: int = 0  # records deliberately not stored (resource, server-side flows)
+    heartbeats: int = 0  # agent records applied to their hosts
+    # Hosts whose worker should be told its desired state again (obsweb.fleet.control): it just
+    # registered, or it reports a desired state that is not the database's (Redis lost the hash).
+    hosts_to_tell: set = field(default_factory=set)
 
 
 @dataclass(frozen=True, slots=True)
@@ -537,13 +542,17 @@ class Batch:
         rows = {
             h.name: h for h in Host.objects.filter(id__in={hosts[r[schema.HOST][:255]] for r in self.agents})
         }
-        changed, drops = {}, []
+        changed, drops, audits = {}, [], []
         for r in sorted(self.agents, key=lambda r: r[schema.TS]):
             host = rows[r[schema.HOST][:255]]
-            if _heartbeat(host, r, drops):
+            if host.last_seen is None or _drifted(host, r):
+                self.applied.hosts_to_tell.add(host.name)
+            if _heartbeat(host, r, drops, audits):
                 changed[host.name] = host
+                self.applied.heartbeats += 1
         update_rows(Host, list(changed.values()), HEARTBEAT_FIELDS)
         DroppedEvents.objects.bulk_create(drops)
+        AuditEntry.objects.bulk_create(audits)
 
 
 def _tally(totals: Totals, x: Exchange) -> None:
@@ -576,9 +585,9 @@ def _not_stored(kind, record: dict) -> bool:
     return False
 
 
-def _heartbeat(host: Host, r: dict, drops: list[DroppedEvents]) -> bool:
-    """Apply one agent heartbeat to `host`, adding new drops it reports to `drops`; False for one
-    older than what is stored."""
+def _heartbeat(host: Host, r: dict, drops: list[DroppedEvents], audits: list[AuditEntry]) -> bool:
+    """Apply one agent heartbeat to `host`, adding new drops it reports to `drops` and the probes
+    its worker throttled or let run again to `audits`; False for one older than what is stored."""
     ts = r[schema.TS]
     seen = r[schema.AGENT_EVENTS_SEEN]
     when = to_datetime(ts)
@@ -597,8 +606,64 @@ def _heartbeat(host: Host, r: dict, drops: list[DroppedEvents]) -> bool:
     host.events_dropped = dropped
     host.agent_version = _opt_str(r, schema.AGENT_VERSION, 64)
     host.kernel = _opt_str(r, schema.AGENT_KERNEL, 128)
-    host.probes = _jsonable(r.get(schema.AGENT_PROBES) or {})
+    probes = _jsonable(r.get(schema.AGENT_PROBES) or {})
+    audits.extend(_throttle_changes(host, host.probes, probes, when))
+    host.probes = probes
+    host.cpu_percent = _percent(r.get(schema.AGENT_CPU_PERCENT))
+    host.stopped = r.get(schema.AGENT_STOPPING) is True
     return True
+
+
+def _throttled(probes: dict, probe: str) -> str:
+    """Why the worker switched `probe` off over its CPU budget, "" when it did not."""
+    state = probes.get(probe)
+    reason = state.get("throttled") if isinstance(state, dict) else None
+    return reason if isinstance(reason, str) else ""
+
+
+def _throttle_changes(host: Host, before: dict, after: dict, when: datetime) -> list[AuditEntry]:
+    """An audit entry per probe the worker throttled (off, with its reason) or let run again (on)."""
+    actor = f"agent {host.name}"[:255]
+    entries = []
+    for probe in sorted(before.keys() | after.keys(), key=str):
+        was, now = _throttled(before, probe), _throttled(after, probe)
+        if bool(was) == bool(now):
+            continue
+        old, new, reason = ("on", "off", now) if now else ("off", "on", f"no longer throttled (was: {was})")
+        entries.append(
+            AuditEntry(
+                at=when,
+                actor=actor,
+                host=host,
+                setting=str(probe)[:64],
+                probe=str(probe)[:32],
+                old=old,
+                new=new,
+                reason=reason,
+            )
+        )
+    return entries
+
+
+def _drifted(host: Host, r: dict) -> bool:
+    """The worker reports a desired probe state or CPU budget other than the database's."""
+    probes = r.get(schema.AGENT_PROBES)
+    if isinstance(probes, dict):
+        for probe, state in probes.items():
+            desired = state.get("desired") if isinstance(state, dict) else None
+            if probe in schema.PROBES and type(desired) is bool and desired != host.wants(probe):
+                return True
+    if schema.AGENT_CPU_BUDGET in r:
+        return _percent(r[schema.AGENT_CPU_BUDGET]) != host.cpu_budget_percent
+    return False
+
+
+def _percent(value) -> float | None:
+    """A CPU share as reported, None when absent or not a finite number >= 0 (never failing the
+    heartbeat: its liveness matters more than one figure)."""
+    if type(value) not in (int, float) or not math.isfinite(value) or value < 0:
+        return None
+    return float(value)
 
 
 def _ensure_hosts(names: set[str]) -> dict[str, int]:

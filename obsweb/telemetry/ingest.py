@@ -19,6 +19,7 @@ import redis
 from django.db import DatabaseError, connection, transaction
 
 from obsweb.dashboard import live
+from obsweb.fleet import control
 from obsweb.telemetry.aggregate import Applied, Batch
 from obsweb.telemetry.bulk import fetch_in
 from obsweb.telemetry.models import IngestedBatch
@@ -26,6 +27,8 @@ from obsweb.telemetry.paths import RecentSpans
 from probes import schema
 
 log = logging.getLogger(__name__)
+
+TELL_AGAIN_AFTER_S = 10.0  # a heartbeat sent before the worker read a change looks like drift
 
 
 class DatabaseUnavailable(Exception):
@@ -81,6 +84,8 @@ class Ingester:
         self._skips_logged_at = float("-inf")
         self._broadcast_at = float("-inf")
         self._broadcast_ts: int | None = None  # newest request ts not yet announced
+        self._hosts_changed = False  # heartbeats written, not yet announced to the hosts page
+        self._told_at: dict[str, float] = {}  # host -> when its worker was last told its state
         self.recent = RecentSpans()  # so a sampled request is stored with its whole path
 
     def ensure_group(self) -> None:
@@ -184,9 +189,12 @@ class Ingester:
         self.stats.ignored += applied.ignored
         self.stats.skipped += sum(applied.skipped.values())
         self._skips.update(applied.skipped)
+        if applied.hosts_to_tell:
+            self.tell_hosts(applied.hosts_to_tell)
+        self._hosts_changed = self._hosts_changed or applied.heartbeats > 0
         if applied.latest_request_ts is not None:
             self._broadcast_ts = max(self._broadcast_ts or 0, applied.latest_request_ts)
-            self.broadcast_if_due()
+        self.broadcast_if_due()
 
     def _commit(self, batches: list) -> tuple[Applied, int]:
         ids = [entry_id for entry_id, _ in batches]
@@ -212,21 +220,47 @@ class Ingester:
         self.redis.xack(schema.RECORDS_STREAM, schema.INGEST_GROUP, *ids)
 
     def broadcast_if_due(self, force: bool = False) -> None:
-        """Tell the dashboard there is new data, at most once per broadcast_interval_s."""
-        if self._broadcast_ts is None:
+        """Tell the dashboard there is new data (requests for the overview, heartbeats for the
+        hosts page), at most once per broadcast_interval_s."""
+        if self._broadcast_ts is None and not self._hosts_changed:
             return
         now = time.monotonic()
         if not force and now - self._broadcast_at < self.broadcast_interval_s:
             return
-        latest, self._broadcast_ts, self._broadcast_at = self._broadcast_ts, None, now
+        latest, hosts_changed = self._broadcast_ts, self._hosts_changed
+        self._broadcast_ts, self._hosts_changed, self._broadcast_at = None, False, now
         try:
-            live.broadcast_overview(latest)
+            if latest is not None:
+                live.broadcast_overview(latest)
+            if hosts_changed:
+                live.broadcast_hosts()
         except Exception:  # the dashboard going quiet must not stop ingestion
             log.exception("live broadcast failed; ingestion goes on")
 
+    def tell_hosts(self, names) -> None:
+        """Rewrite the control hashes of hosts that just registered or report a desired state the
+        database does not hold (Redis lost it), at most once per TELL_AGAIN_AFTER_S per host."""
+        now = time.monotonic()
+        due = [name for name in names if now - self._told_at.get(name, float("-inf")) >= TELL_AGAIN_AFTER_S]
+        if not due:
+            return
+        self._told_at.update(dict.fromkeys(due, now))
+        try:
+            control.publish_hosts(due, client=self.redis)
+        except control.WorkerNotTold as exc:  # the next read fails too, and the loop waits for Redis
+            log.warning("could not tell %d host(s) their desired state: %s", len(due), exc.error)
+
+    def publish_control(self) -> None:
+        """Rewrite every host's control hash: at start and after Redis came back (it may have lost
+        them, or missed changes saved while it was away). Raises RedisError like the reads do."""
+        try:
+            control.publish_all(client=self.redis)
+        except control.WorkerNotTold as exc:
+            raise exc.error from exc
+
     def ms_until_broadcast(self, longest_ms: int) -> int:
         """How long a blocking read may wait without delaying a due broadcast."""
-        if self._broadcast_ts is None:
+        if self._broadcast_ts is None and not self._hosts_changed:
             return longest_ms
         due_in = self.broadcast_interval_s - (time.monotonic() - self._broadcast_at)
         return max(1, min(longest_ms, int(due_in * 1000)))

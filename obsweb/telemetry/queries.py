@@ -6,11 +6,14 @@ minute (truncated, UTC): a window includes every rollup minute that overlaps it,
 divide by the time those minutes cover up to now.
 """
 
+import json
 import re
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
-from django.db.models import Q, Sum
+from django.db.models import Q, Sum, TextField
+from django.db.models.functions import Cast
 from django.utils import timezone
 
 from obsweb.telemetry import histogram, series
@@ -34,6 +37,7 @@ DEFAULT_TARGET_NAME = "collection"
 SORT_REQUESTS = "requests"
 SORT_TOTAL_TIME = "total_time"  # the sum of durations: where a database spends its time
 ENDPOINT_SORTS = (SORT_REQUESTS, SORT_TOTAL_TIME)
+HISTOGRAM_CHUNK = 2000  # rows fetched, and histograms decoded, at a time
 
 
 class WindowError(ValueError):
@@ -84,9 +88,23 @@ def _covered_seconds(since: datetime, until: datetime) -> float:
 _ms = series.quantile_ms
 
 
+def _with_histograms(queryset, *fields: str):
+    """(*fields, histogram) of each row, the histogram decoded.
+
+    The stored JSON is fetched as text and a chunk of rows is decoded with one json.loads:
+    the JSONField's converter, one call per row, took as long as the merging itself
+    (bench/dashboard.py), and the read side handles a row per endpoint and minute.
+    """
+    rows = queryset.values_list(*fields, Cast("histogram", TextField())).iterator(chunk_size=HISTOGRAM_CHUNK)
+    while chunk := list(islice(rows, HISTOGRAM_CHUNK)):
+        hists = json.loads("[" + ",".join(row[-1] for row in chunk) + "]")
+        for row, hist in zip(chunk, hists, strict=True):
+            yield (*row[:-1], hist)
+
+
 def _merged_histograms(queryset, key: str) -> dict:
     merged = defaultdict(dict)
-    for group, hist in queryset.values_list(key, "histogram").iterator(chunk_size=2000):
+    for group, hist in _with_histograms(queryset, key):
         histogram.merge(merged[group], hist)
     return merged
 
@@ -124,6 +142,21 @@ def service_summaries(since: datetime, until: datetime) -> list[dict]:
     return rows
 
 
+def request_sparklines(until: datetime, minutes: int) -> dict[str, list[int]]:
+    """Requests per minute of each service over the `minutes` minutes before `until`, oldest
+    first (one query; at most minutes x services rows whatever the page's window)."""
+    first = _minute_floor(until) - (minutes - 1) * MINUTE
+    rows = (
+        Rollup.objects.filter(minute__gte=first, minute__lte=until, service__external=False)
+        .values_list("service__name", "minute")
+        .annotate(n=Sum("count"))
+    )
+    lines: dict[str, list[int]] = defaultdict(lambda: [0] * minutes)
+    for name, minute, n in rows:
+        lines[name][int((minute - first) / MINUTE)] += n
+    return dict(lines)
+
+
 def service_timeseries(service_name: str, since: datetime, until: datetime) -> dict:
     """Requests, errors and p50/p90/p99 of one service for every minute of the window.
 
@@ -132,9 +165,12 @@ def service_timeseries(service_name: str, since: datetime, until: datetime) -> d
     window with "rps" and "error_rate", from the same rows (one query for both).
     """
     rows = list(
-        Rollup.objects.filter(_in_window(since, until), service__name=service_name)
-        .values_list("minute", "count", "errors", "histogram")
-        .iterator(chunk_size=2000)
+        _with_histograms(
+            Rollup.objects.filter(_in_window(since, until), service__name=service_name),
+            "minute",
+            "count",
+            "errors",
+        )
     )
     window = series.totals(rows)
     requests = window["requests"]
@@ -201,16 +237,17 @@ def _endpoint_identity(endpoint: Endpoint) -> dict:
     }
 
 
-def edge_summaries(since: datetime, until: datetime) -> list[dict]:
-    """One row per (caller, callee, protocol) with traffic in the window, busiest first."""
+def edge_summaries(since: datetime, until: datetime, service: Service | None = None) -> list[dict]:
+    """One row per (caller, callee, protocol) with traffic in the window, busiest first;
+    with `service`, only the calls it made or answered."""
     edges = Edge.objects.filter(_in_window(since, until))
+    if service is not None:
+        edges = edges.filter(Q(source=service) | Q(target=service))
     sums = edges.values("source_id", "target_id", "protocol").annotate(
         requests=Sum("count"), errors=Sum("errors"), bytes=Sum("bytes"), duration_ns=Sum("duration_sum_ns")
     )
     hists = defaultdict(dict)
-    for source, target, protocol, hist in edges.values_list(
-        "source_id", "target_id", "protocol", "histogram"
-    ):
+    for source, target, protocol, hist in _with_histograms(edges, "source_id", "target_id", "protocol"):
         histogram.merge(hists[source, target, protocol], hist)
     ids = {row["source_id"] for row in sums} | {row["target_id"] for row in sums}
     services = Service.objects.in_bulk(ids)

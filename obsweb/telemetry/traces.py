@@ -179,14 +179,16 @@ def _is_client(placed: PathSpan) -> bool:
 
 
 def _node(placed: PathSpan) -> tuple[int, str, str]:
-    attrs = placed.sample.attributes
-    who = placed.sample.service.name
-    if _is_client(placed):
-        who = (
-            attrs.get(schema.PEER_SERVICE)
-            or f"{attrs.get(schema.SERVER_ADDRESS)}:{attrs.get(schema.SERVER_PORT)}"
-        )
+    who = callee_name(placed.sample.attributes) if _is_client(placed) else placed.sample.service.name
     return (placed.depth, who, placed.name)
+
+
+def callee_name(attrs: dict) -> str:
+    """Who a client span called: the resolved peer service, else its address and port."""
+    return (
+        attrs.get(schema.PEER_SERVICE)
+        or f"{attrs.get(schema.SERVER_ADDRESS)}:{attrs.get(schema.SERVER_PORT)}"
+    )
 
 
 def _p50_ms(step: dict) -> float | None:

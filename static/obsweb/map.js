@@ -25,13 +25,34 @@
   var pad = 0.5;
   var xRange = [Math.min.apply(null, xs) - pad, Math.max.apply(null, xs) + pad];
   var yRange = [Math.min.apply(null, ys) - pad, Math.max.apply(null, ys) + pad];
-  var pxPerUnit = container.clientWidth / Math.max(xRange[1] - xRange[0], yRange[1] - yRange[0]);
+  // The map keeps x and y at one scale, so the tighter of width and height decides the pixels.
+  var pxPerUnit = Math.min(
+    container.clientWidth / (xRange[1] - xRange[0]),
+    (container.clientHeight || container.clientWidth) / (yRange[1] - yRange[0])
+  );
   var maxMarkerPx = Math.max(6, 0.9 * data.node_spacing * pxPerUnit);
   data.nodes.forEach(function (n) { n.size = Math.min(n.size, maxMarkerPx); });
   var sizeOf = {};
   data.nodes.forEach(function (n) { sizeOf[n.name] = n.size; });
-  var named = data.nodes.slice().sort(function (a, b) { return b.requests - a.requests; })
-    .slice(0, MAX_NAMED_NODES);
+
+  // Names go to the busiest nodes first, skipping any whose name would land on one already
+  // placed; external peers (often short-lived loopback ports or DNS) get at most a few. Every
+  // node keeps its name on hover.
+  var MAX_NAMED_EXTERNALS = 8;
+  var LABEL_BOX_PX = { x: 80, y: 18 };
+  var named = [];
+  var externalsNamed = 0;
+  data.nodes.slice().sort(function (a, b) { return b.requests - a.requests; }).forEach(function (n) {
+    if (named.length >= MAX_NAMED_NODES + MAX_NAMED_EXTERNALS) return;
+    if (n.external && externalsNamed >= MAX_NAMED_EXTERNALS) return;
+    if (!n.external && named.length - externalsNamed >= MAX_NAMED_NODES) return;
+    var clash = named.some(function (m) {
+      return Math.abs(m.x - n.x) * pxPerUnit < LABEL_BOX_PX.x && Math.abs(m.y - n.y) * pxPerUnit < LABEL_BOX_PX.y;
+    });
+    if (clash) return;
+    named.push(n);
+    if (n.external) externalsNamed += 1;
+  });
 
   function nodeHover(n) {
     var lines = ["<b>" + escapeHtml(n.name) + "</b>" + (n.external ? " (external)" : "")];
@@ -167,6 +188,8 @@
 
   // A click on a node opens that service's page; on an edge's dot, the caller's dependencies
   // (its calls to the callee, with their latency and errors). Same window, ?since= kept.
+  // Not in an incident report (data.static): it opens offline, away from the dashboard.
+  if (data.static) return;
   container.on("plotly_click", function (event) {
     var point = event.points && event.points[0];
     var target = point && point.customdata;

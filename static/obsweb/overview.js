@@ -42,6 +42,23 @@
     return td;
   }
 
+  // The points come computed from the server (obsweb/dashboard/formats.py sparkline_points).
+  var SVG = "http://www.w3.org/2000/svg";
+  function sparkline(s) {
+    var td = cell("", "spark");
+    var svg = document.createElementNS(SVG, "svg");
+    svg.setAttribute("class", "sparkline");
+    svg.setAttribute("viewBox", "0 0 120 24");
+    svg.setAttribute("preserveAspectRatio", "none");
+    svg.setAttribute("role", "img");
+    svg.setAttribute("aria-label", "requests per minute, last 30 minutes, peak " + s.sparkline_peak);
+    var line = document.createElementNS(SVG, "polyline");
+    line.setAttribute("points", s.sparkline || "");
+    svg.appendChild(line);
+    td.appendChild(svg);
+    return td;
+  }
+
   function row(s) {
     var tr = document.createElement("tr");
     var name = cell("", "name");
@@ -61,6 +78,7 @@
     }
     tr.appendChild(name);
     tr.appendChild(cell((s.hosts || []).join(", "), "hosts"));
+    tr.appendChild(sparkline(s));
     tr.appendChild(cell(rate(s.rps), "num"));
     tr.appendChild(cell(percent(s.error_rate), ("num " + errorLevel(s.error_rate)).trim()));
     tr.appendChild(cell(ms(s.p50_ms), "num"));

@@ -40,3 +40,14 @@ def test_it_shows_other_days_with_their_date_in_utc():
 )
 def test_it_shows_durations_in_whole_units_coarser_as_they_grow(seconds, shown):
     assert formats.age(seconds) == shown
+
+
+def test_a_sparkline_puts_the_peak_at_the_top_and_zero_at_the_bottom():
+    points = [tuple(map(float, p.split(","))) for p in formats.sparkline_points([0, 5, 10]).split()]
+    assert points == [(0, 23), (60, 12), (120, 1)]
+
+
+def test_a_sparkline_without_traffic_is_a_flat_line_at_the_bottom():
+    assert formats.sparkline_points([0, 0, 0]) == "0,23 60,23 120,23"
+    assert formats.sparkline_points([7]) == "0,1"
+    assert formats.sparkline_points([]) == ""

@@ -17,6 +17,7 @@ from django import db
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from obsweb.redis_client import redis_client
 from obsweb.telemetry.ingest import DatabaseUnavailable, Ingester
 
 log = logging.getLogger("obsweb.telemetry.ingest")
@@ -37,7 +38,7 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args, once: bool = False, **options):
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_connect_timeout=5, socket_timeout=10)
+        client = redis_client()
         ingester = Ingester(client, consumer=f"{socket.gethostname()}-{os.getpid()}")
         if once:
             self._once(ingester)
@@ -83,6 +84,7 @@ class Command(BaseCommand):
                     ingester.ensure_group()
                     ingester.reclaim()
                     ingester.forget_idle_consumers()
+                    ingester.publish_control()
                     need_group, reclaimed_at = False, time.monotonic()
                 if not entries:
                     # A throttled broadcast is sent when due, not after a quiet second of blocking.
