@@ -315,3 +315,14 @@ def test_staff_edit_and_delete_a_rule(as_staff):
 
     assert as_staff.post(f"/incidents/rules/{rule.pk}/delete/").status_code == 302
     assert not AlertRule.objects.filter(pk=rule.pk).exists()
+
+
+def test_the_admin_lists_rules_and_shows_incidents_read_only(admin_client):
+    incident = open_incident()
+
+    rules = admin_client.get("/admin/incidents/alertrule/")
+    page = admin_client.get(f"/admin/incidents/incident/{incident.pk}/change/")
+
+    assert rules.status_code == 200 and ERROR_RULE in rules.content.decode()
+    assert page.status_code == 200 and "Opened for service checkout" in page.content.decode()
+    assert admin_client.get("/admin/incidents/incident/add/").status_code == 403

@@ -245,12 +245,21 @@ def summarize(request: bytes, response: bytes, policy: Policy = DEFAULT_POLICY) 
     if count > 1:
         fields[schema.REQUEST_COUNT] = count
     failed, prefix = _captured_error(response or b"")
-    fields[schema.ERROR] = failed
+    feature_probe = count == 1 and first.name == "CLIENT" and first.query_text() in FEATURE_PROBES
+    fields[schema.ERROR] = failed and not feature_probe
     if prefix:
         fields[schema.ERROR_TYPE] = fields[schema.DB_RESPONSE_STATUS] = prefix
     elif failed:
         fields[schema.ERROR_TYPE] = ERROR_TYPE_UNKNOWN
     return fields
+
+
+# Commands clients send on connect to ask for optional features, carrying on when the server
+# refuses them (redis-py 5+ sends CLIENT SETINFO and CLIENT MAINT_NOTIFICATIONS, which Redis
+# before 7.2 and 8 answer with ERR). A refusal is the server's answer, not a failure of the
+# service: such an exchange keeps its error.type but is not counted as an error, or every older
+# Redis would look broken on every connection.
+FEATURE_PROBES = frozenset({"CLIENT SETINFO ? ?", "CLIENT MAINT_NOTIFICATIONS ? ? ?"})  # unmasked
 
 
 # --- strict framing ---------------------------------------------------------------------------

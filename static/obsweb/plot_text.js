@@ -3,12 +3,12 @@
 (function () {
   "use strict";
   window.obsweb = window.obsweb || {};
+  // Plotly's text is a small tag language, not an HTML document: with < and > escaped no tag
+  // can form, and it would show &quot; and &#39; literally, so quotes are left alone.
   window.obsweb.escapeHtml = function (value) {
     return String(value)
       .replace(/&/g, "&amp;")
       .replace(/</g, "&lt;")
-      .replace(/>/g, "&gt;")
-      .replace(/"/g, "&quot;")
-      .replace(/'/g, "&#39;");
+      .replace(/>/g, "&gt;");
   };
 })();

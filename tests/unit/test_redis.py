@@ -62,6 +62,7 @@ class Exchange:
     commands: tuple[str, ...]  # every command of the request, in order
     replies: tuple[str, ...]  # the kind of every reply of the response, in order
     error: str | None = None  # error.type
+    feature_probe: bool = False  # a refused connect-time feature probe: error.type, but no error
 
     @property
     def operation(self) -> str:
@@ -75,7 +76,7 @@ def debug_protocol(kind: str, *replies: str) -> Exchange:
 EXCHANGES = [
     Exchange("redis_py_auth", "AUTH ?", ("AUTH",), (SIMPLE_STRING,)),
     # redis-py 8's handshake; Redis 7.0 predates CLIENT SETINFO.
-    Exchange("redis_py_client_setinfo", "CLIENT SETINFO ? ?", ("CLIENT",), (SIMPLE_ERROR,), "ERR"),
+    Exchange("redis_py_client_setinfo", "CLIENT SETINFO ? ?", ("CLIENT",), (SIMPLE_ERROR,), "ERR", True),
     Exchange("redis_py_set", "SET ? ?", ("SET",), (SIMPLE_STRING,)),
     Exchange("redis_py_get", "GET ?", ("GET",), (BULK_STRING,)),
     Exchange("redis_py_get_missing", "GET ?", ("GET",), (NULL,)),
@@ -110,6 +111,7 @@ EXCHANGES = [
         ("CLIENT",),
         (SIMPLE_ERROR,),
         "ERR",
+        True,
     ),
     Exchange("resp3_hgetall", "HGETALL ?", ("HGETALL",), (MAP,)),
     Exchange("resp3_smembers", "SMEMBERS ?", ("SMEMBERS",), (SET,)),
@@ -179,7 +181,8 @@ def frames(parse, data: bytes) -> list[tuple[int, ParseResult]]:
 
 
 def expected_summary(case: Exchange) -> dict:
-    fields = {schema.DB_SYSTEM: "redis", schema.DB_OPERATION: case.operation, schema.ERROR: bool(case.error)}
+    error = bool(case.error) and not case.feature_probe
+    fields = {schema.DB_SYSTEM: "redis", schema.DB_OPERATION: case.operation, schema.ERROR: error}
     if case.query:
         fields[schema.DB_QUERY_TEXT] = case.query
     if len(case.commands) > 1:
@@ -515,7 +518,7 @@ def test_a_cut_response_keeps_the_error_it_started(case):
     prefix_end = error_start + 1 + len(case.error) + 1  # the prefix and the space after it
     for cut in range(len(response) + 1):
         fields = summarize(request, response[:cut])
-        assert fields[schema.ERROR] is (cut > error_start), f"cut at {cut}"
+        assert fields[schema.ERROR] is (cut > error_start and not case.feature_probe), f"cut at {cut}"
         error_type = case.error if cut >= prefix_end else ERROR_TYPE_UNKNOWN if cut > error_start else None
         assert fields.get(schema.ERROR_TYPE) == error_type, f"cut at {cut}"
 
@@ -779,3 +782,25 @@ def test_no_exception_escapes_whatever_the_bytes(data, other):
         assert operation == OTHER_OPERATION or operation in COMMANDS or "." in operation
         assert _ERROR_TYPE.fullmatch(fields.get(schema.ERROR_TYPE, "ERR"))
         assert PASSWORD not in str(fields)
+
+
+SETINFO = b"*4\r\n$6\r\nCLIENT\r\n$7\r\nSETINFO\r\n$8\r\nLIB-NAME\r\n$8\r\nredis-py\r\n"
+MAINT = (
+    b"*5\r\n$6\r\nCLIENT\r\n$19\r\nMAINT_NOTIFICATIONS\r\n$2\r\nON\r\n"
+    b"$20\r\nmoving-endpoint-type\r\n$8\r\ninternal\r\n"
+)
+REFUSED = b"-ERR unknown subcommand 'SETINFO'. Try CLIENT HELP.\r\n"
+
+
+@pytest.mark.parametrize("command", [SETINFO, MAINT])
+def test_a_refused_feature_probe_on_connect_is_no_error_but_keeps_its_type(command):
+    fields = summarize(command, REFUSED)
+    assert fields[schema.ERROR] is False
+    assert fields[schema.ERROR_TYPE] == "ERR"
+
+
+def test_other_refused_commands_stay_errors():
+    fields = summarize(b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", b"-WRONGTYPE Operation against a key\r\n")
+    assert fields[schema.ERROR] is True
+    pipelined = summarize(SETINFO + b"*2\r\n$3\r\nGET\r\n$1\r\nx\r\n", REFUSED)
+    assert pipelined[schema.ERROR] is True  # the refusal may be the other command's
