@@ -35,23 +35,27 @@
   var sizeOf = {};
   data.nodes.forEach(function (n) { sizeOf[n.name] = n.size; });
 
-  // Names go to the busiest nodes first, skipping any whose name would land on one already
-  // placed; external peers (often short-lived loopback ports or DNS) get at most a few. Every
-  // node keeps its name on hover.
+  // Every service is named on a map of up to MAX_NAMED_NODES services. On bigger maps names go
+  // to the busiest services first, skipping any whose name would land on one already placed.
+  // External peers (often short-lived loopback ports or DNS) get at most a few names, never on
+  // top of another. Every node keeps its name on hover.
   var MAX_NAMED_EXTERNALS = 8;
   var LABEL_BOX_PX = { x: 80, y: 18 };
-  var named = [];
-  var externalsNamed = 0;
-  data.nodes.slice().sort(function (a, b) { return b.requests - a.requests; }).forEach(function (n) {
-    if (named.length >= MAX_NAMED_NODES + MAX_NAMED_EXTERNALS) return;
-    if (n.external && externalsNamed >= MAX_NAMED_EXTERNALS) return;
-    if (!n.external && named.length - externalsNamed >= MAX_NAMED_NODES) return;
-    var clash = named.some(function (m) {
-      return Math.abs(m.x - n.x) * pxPerUnit < LABEL_BOX_PX.x && Math.abs(m.y - n.y) * pxPerUnit < LABEL_BOX_PX.y;
+  var services = data.nodes.filter(function (n) { return !n.external; });
+  var bigMap = services.length > MAX_NAMED_NODES;
+  var named = bigMap ? [] : services.slice();
+  var quota = { service: MAX_NAMED_NODES, external: MAX_NAMED_EXTERNALS };
+  function clashes(n) {
+    return named.some(function (m) {
+      return m !== n && Math.abs(m.x - n.x) * pxPerUnit < LABEL_BOX_PX.x &&
+        Math.abs(m.y - n.y) * pxPerUnit < LABEL_BOX_PX.y;
     });
-    if (clash) return;
+  }
+  data.nodes.slice().sort(function (a, b) { return b.requests - a.requests; }).forEach(function (n) {
+    var kind = n.external ? "external" : "service";
+    if ((kind === "service" && !bigMap) || quota[kind] <= 0 || clashes(n)) return;
     named.push(n);
-    if (n.external) externalsNamed += 1;
+    quota[kind] -= 1;
   });
 
   function nodeHover(n) {
