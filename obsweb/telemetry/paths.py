@@ -17,6 +17,10 @@ from ipaddress import ip_address
 from probes import schema
 
 MAX_PATH_SPANS = 500  # a path bigger than this is cut (and says so) rather than walked forever
+# Spans of one connection compared when matching its two ends: the most recent ones. A busy
+# keep-alive connection holds thousands in the ingester's window, and a far end arrives within
+# a few exchanges of its counterpart, so looking further back would only make ingest quadratic.
+MAX_CANDIDATES = 64
 
 
 def connection_key(record: dict) -> str:
@@ -55,9 +59,11 @@ class Span:
 
 
 class SpanIndex:
-    """Spans indexed by the two links."""
+    """Spans indexed by the two links. With `recent_only`, the two ends of a connection are
+    matched among its most recent spans only (in arrival order), so lookups stay cheap."""
 
-    def __init__(self):
+    def __init__(self, recent_only: int | None = None):
+        self.recent_only = recent_only
         self.by_id: dict[str, Span] = {}
         self.by_parent: dict[str, list[Span]] = defaultdict(list)
         self.by_connection: dict[str, list[Span]] = defaultdict(list)
@@ -77,14 +83,18 @@ class SpanIndex:
         """The span this one was called from, when this index holds it."""
         if span.kind == schema.SPAN_CLIENT:
             return self.by_id.get(span.parent_span_id)
-        return _best_overlap(span, self.by_connection.get(span.connection, ()), schema.SPAN_CLIENT)
+        return _best_overlap(span, self._on_connection(span), schema.SPAN_CLIENT)
 
     def children(self, span: Span) -> list[Span]:
         """The spans called from this one: a server span's outgoing calls, a client span's far end."""
         if span.kind == schema.SPAN_SERVER:
             return list(self.by_parent.get(span.span_id, ()))
-        far_end = _best_overlap(span, self.by_connection.get(span.connection, ()), schema.SPAN_SERVER)
+        far_end = _best_overlap(span, self._on_connection(span), schema.SPAN_SERVER)
         return [far_end] if far_end else []
+
+    def _on_connection(self, span: Span):
+        spans = self.by_connection.get(span.connection, ())
+        return spans[-self.recent_only :] if self.recent_only else spans
 
 
 def _best_overlap(span: Span, candidates, kind: str) -> Span | None:
@@ -128,13 +138,13 @@ class RecentSpans:
 
     window_ns: int = 5_000_000_000
     max_spans: int = 50_000  # per generation: memory stays bounded under any load
-    current: SpanIndex = field(default_factory=SpanIndex)
-    previous: SpanIndex = field(default_factory=SpanIndex)
+    current: SpanIndex = field(default_factory=lambda: SpanIndex(MAX_CANDIDATES))
+    previous: SpanIndex = field(default_factory=lambda: SpanIndex(MAX_CANDIDATES))
     rotated_at: int = 0
 
     def add(self, span: Span, now_ns: int) -> None:
         if now_ns - self.rotated_at > self.window_ns or len(self.current) >= self.max_spans:
-            self.previous, self.current, self.rotated_at = self.current, SpanIndex(), now_ns
+            self.previous, self.current, self.rotated_at = self.current, SpanIndex(MAX_CANDIDATES), now_ns
         self.current.add(span)
 
     def parent(self, span: Span) -> Span | None:

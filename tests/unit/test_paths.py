@@ -132,3 +132,18 @@ def test_connection_key_is_empty_when_an_end_is_unknown():
     assert connection_key(record(**{schema.CLIENT_PORT: 0})) == ""
     assert connection_key(record(**{schema.SERVER_ADDRESS: "<script>"})) == ""
     assert connection_key({}) == ""
+
+
+def test_the_ingester_matches_connection_ends_among_recent_spans_only():
+    """A busy keep-alive connection: the far end of the newest call is found at once, and old
+    spans on the connection are not scanned (ingest stays linear)."""
+    recent = RecentSpans()
+    for i in range(1000):
+        recent.add(server(f"old{i}", FRONT_TO_API, i * 10, i * 10 + 5), now_ns=0)
+    call = client("c", "s1", FRONT_TO_API, 20_000, 20_010)
+    far_end = server("s", FRONT_TO_API, 20_001, 20_009)
+    recent.add(far_end, now_ns=0)
+    recent.add(call, now_ns=0)
+    assert recent.children(call) == [far_end]
+    early = client("early", "s0", FRONT_TO_API, 9, 16)
+    assert recent.children(early) == []  # its far end is older than the recent spans looked at
