@@ -321,7 +321,7 @@ class RecordBuilder:
             schema.TS: event.closed_ns + self.clock_offset_ns,
             **ends,
             schema.PROTOCOL: PROTOCOL_NAMES.get(event.proto, "tcp"),
-            schema.FLOW_EVENT: "close",
+            schema.FLOW_EVENT: schema.FLOW_EVENT_CLOSE,
             schema.FLOW_BYTES_SENT: event.bytes_sent,
             schema.FLOW_BYTES_RECEIVED: event.bytes_recv,
             schema.FLOW_DURATION_NS: max(0, event.closed_ns - event.opened_ns),

@@ -73,6 +73,8 @@ PROBE_REDIS = "redis"
 PROBE_MONGODB = "mongodb"
 PROBE_KAFKA = "kafka"
 PROBE_TCP = "tcp"
+PROBE_CPU = "cpu"  # on-CPU time and run-queue latency (sched tracepoints), memory from /proc
+PROBE_DISK = "disk"  # block I/O bytes, ops and latency (block tracepoints)
 PROBES = (
     PROBE_HTTP,
     PROBE_TLS,
@@ -82,6 +84,8 @@ PROBES = (
     PROBE_MONGODB,
     PROBE_KAFKA,
     PROBE_TCP,
+    PROBE_CPU,
+    PROBE_DISK,
 )
 
 # Record attribute keys. Common to every record:
@@ -123,11 +127,44 @@ ERROR_TYPE = "error.type"  # short class of the error: "500", SQLSTATE "42P01", 
 DB_RESPONSE_STATUS = "db.response.status_code"  # SQLSTATE, MySQL error number, Mongo code
 REQUEST_COUNT = "request.count"  # operations one record stands for (pipelined ones); absent means 1
 # flow records (plus SERVICE, SPAN_KIND, addresses, PID):
-FLOW_EVENT = "flow.event"  # "close"
+FLOW_EVENT = "flow.event"  # FLOW_EVENT_CLOSE or FLOW_EVENT_HEALTH
 FLOW_BYTES_SENT = "flow.bytes_sent"
 FLOW_BYTES_RECEIVED = "flow.bytes_received"
 FLOW_DURATION_NS = "flow.duration_ns"
 FLOW_REQUESTS = "flow.requests"
+# TCP health (the tcp probe, from sock/tcp tracepoints), on flow records whose FLOW_EVENT is
+# FLOW_EVENT_HEALTH: one per connection that failed, retransmitted or was reset, sent when it
+# closes, from the end that saw it (SPAN_KIND client or server; addresses as on requests).
+FLOW_EVENT_CLOSE = "close"  # a connection's final byte and request totals
+FLOW_EVENT_HEALTH = "health"
+FLOW_FAILURE = "flow.failure"  # None, or why the connection never opened: "refused" or "timeout"
+FLOW_RETRANSMITS = "flow.retransmits"
+FLOW_RESETS_SENT = "flow.resets_sent"
+FLOW_RESETS_RECEIVED = "flow.resets_received"
+FLOW_RTT_US = "flow.rtt_us"  # smoothed RTT the kernel last reported, None where not seen
+# resource records: one per service per host per interval (SERVICE set), plus one per host per
+# interval with RESOURCE_SCOPE "host" whose values are the whole host's. Every amount below is
+# what happened during the interval, except memory, which is read at its end.
+RESOURCE_SCOPE = "resource.scope"  # "service" or "host"
+RESOURCE_SCOPE_SERVICE = "service"
+RESOURCE_SCOPE_HOST = "host"
+RESOURCE_INTERVAL_NS = "resource.interval_ns"
+RESOURCE_PROCESSES = "process.count"  # processes of the service seen in the interval
+CPU_TIME_NS = "process.cpu.time_ns"  # on-CPU time
+RUNQ_WAIT_NS = "sched.runq.wait_ns"  # total time runnable but waiting for a CPU
+RUNQ_WAITS = "sched.runq.waits"  # how many waits that total covers
+RUNQ_WAIT_MAX_NS = "sched.runq.wait_max_ns"
+MEMORY_RSS_BYTES = "process.memory.rss_bytes"  # sum over the service's processes, at interval end
+MEMORY_TOTAL_BYTES = "system.memory.total_bytes"  # host records only
+MEMORY_AVAILABLE_BYTES = "system.memory.available_bytes"  # host records only
+CPU_COUNT = "system.cpu.count"  # host records only
+NET_BYTES_SENT = "network.bytes_sent"  # bytes written to TCP sockets
+NET_BYTES_RECEIVED = "network.bytes_received"
+DISK_READ_BYTES = "disk.read_bytes"
+DISK_WRITE_BYTES = "disk.write_bytes"
+DISK_READ_OPS = "disk.read_ops"
+DISK_WRITE_OPS = "disk.write_ops"
+DISK_WAIT_NS = "disk.wait_ns"  # total time from issue to completion of those ops
 # agent records:
 AGENT_VERSION = "agent.version"
 AGENT_KERNEL = "agent.kernel"

@@ -46,7 +46,7 @@ from probes import schema
 
 NS_PER_MINUTE = 60 * NS_PER_S
 EXTERNAL_PROTOCOL_TCP = "tcp"  # edges built from flow records
-FLOW_EVENT_CLOSE = "close"  # the flow event that carries a connection's final totals
+
 SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code", "error", "duration_ns",
                  "trace_id", "span_id", "parent_span_id", "connection", "attributes"]  # fmt: skip
 HEARTBEAT_FIELDS = ["last_seen", "agent_version", "kernel", "probes", "events_seen", "events_dropped",
@@ -580,7 +580,7 @@ def _not_stored(kind, record: dict) -> bool:
         # Events other than close: the close event carries the connection's final totals.
         return (
             record.get(schema.SPAN_KIND) == schema.SPAN_SERVER
-            or record.get(schema.FLOW_EVENT, FLOW_EVENT_CLOSE) != FLOW_EVENT_CLOSE
+            or record.get(schema.FLOW_EVENT, schema.FLOW_EVENT_CLOSE) != schema.FLOW_EVENT_CLOSE
         )
     return False
 
