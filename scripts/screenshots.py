@@ -20,15 +20,14 @@ from urllib.parse import quote
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from playwright.sync_api import expect, sync_playwright  # noqa: E402
+from playwright.sync_api import expect  # noqa: E402
 
+from tests.browser import VIEWPORT, chromium, log_in_as  # noqa: E402
 from tests.servers.shop import FRONTEND, Customer, shop  # noqa: E402
 from tests.stack import obsweb_stack  # noqa: E402
-from tests.test_browser_overview import CHROMIUM, CHROMIUM_ARGS  # noqa: E402
 from tests.test_e2e_pipeline import wait_until  # noqa: E402
 
 OUT = REPO / "docs" / "screenshots"
-VIEWPORT = {"width": 1440, "height": 900}
 CHECKOUTS_PER_SECOND = 2
 BOOM_EVERY_S = 15
 MAKE_ADMIN = (
@@ -77,17 +76,12 @@ def pages(stack, the_shop) -> list[tuple[str, str]]:
 
 def shoot(stack, targets: list[tuple[str, str]], out: Path, full_page: bool) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    with chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         problems = []
         page.on("console", lambda m: m.type == "error" and problems.append(f"console: {m.text}"))
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.goto(stack.web + "/accounts/login/")
-        page.fill("#id_username", "e2e")
-        page.fill("#id_password", "e2e-pass")
-        page.click("button[type=submit]")
-        expect(page).to_have_url(stack.web + "/")
+        log_in_as(page, stack.web, "e2e", "e2e-pass")
         for name, path in targets:
             problems.clear()
             response = page.goto(stack.web + path)
@@ -100,7 +94,6 @@ def shoot(stack, targets: list[tuple[str, str]], out: Path, full_page: bool) -> 
             page.screenshot(path=str(out / f"{name}.png"), full_page=full_page)
             status = "" if response.status == 200 else f" (answered {response.status})"
             print(f"saved {out / name}.png for {path}{status}", *problems, sep="\n  ")
-        browser.close()
 
 
 def main() -> None:

@@ -1,17 +1,12 @@
 """The hosts page in a real browser against a real daphne, Redis and database (no BPF: the hosts
 are seeded heartbeats)."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import redis
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from probes import schema
-from tests import helpers
-from tests.test_browser_overview import CHROMIUM, CHROMIUM_ARGS, HOSTILE, LIVE_DEADLINE_MS, SHOTS, Web
+from tests.browser import HOSTILE, LIVE_DEADLINE_MS, SHOTS, VIEWPORT, chromium, log_in_as, seeded_web
 
 # Heartbeats "now", as workers on four hosts would send them: web-1 runs everything but TLS (no
 # libssl) and had postgres throttled; web-2 is quiet; db-1 stopped cleanly; the last one is hostile.
@@ -49,42 +44,20 @@ Host.objects.filter(name="web-1").update(cpu_budget_percent=5.0)
 """
 
 
+USERS = (
+    "from django.contrib.auth.models import User\n"
+    "User.objects.create_user('viewer', password='viewer-pass')\n"
+    "User.objects.create_user('staff', password='staff-pass', is_staff=True)\n"
+)
+
+
 @pytest.fixture
 def web(tmp_path, redis_url):
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "obsweb.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'obsweb.sqlite3'}",
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": "browser-test-only",
-        "DEBUG": "False",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Seeded heartbeats do not repeat: keep them "up" for the length of the test.
-        "HOST_STALE_AFTER_S": "120",
-        "HOST_DOWN_AFTER_S": "600",
-    }
-    port = helpers.free_port()
-    web = Web(url=f"http://127.0.0.1:{port}", env=env)
-    web.manage("migrate", "--noinput", "-v", "0")
-    web.shell(
-        "from django.contrib.auth.models import User\n"
-        "User.objects.create_user('viewer', password='viewer-pass')\n"
-        "User.objects.create_user('staff', password='staff-pass', is_staff=True)\n"
-    )
-    web.shell(SEED_HOSTS)
-    log = (tmp_path / "daphne.log").open("w")
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "obsweb.asgi:application"],
-        cwd=helpers.REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        helpers.wait_for_port(port, timeout=30)
+    # Seeded heartbeats do not repeat: keep them "up" for the length of the test.
+    with seeded_web(
+        tmp_path, redis_url, USERS + SEED_HOSTS, HOST_STALE_AFTER_S="120", HOST_DOWN_AFTER_S="600"
+    ) as web:
         yield web
-    finally:
-        helpers.stop(daphne)
-        log.close()
 
 
 @pytest.fixture
@@ -97,21 +70,12 @@ def control(redis_url):
 
 @pytest.fixture
 def page():
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1440, "height": 900})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport=VIEWPORT)
 
 
 def log_in(page, web, who: str):
-    page.goto(web.url + "/hosts/")
-    page.fill("#id_username", who)
-    page.fill("#id_password", f"{who}-pass")
-    page.click("button[type=submit]")
-    expect(page).to_have_url(web.url + "/hosts/")
+    log_in_as(page, web.url, who, f"{who}-pass", next_path="/hosts/")
 
 
 def probe(page, host: str, name: str):

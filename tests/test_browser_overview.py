@@ -1,121 +1,47 @@
 """The overview and the map in a real browser against a real daphne, Redis and database."""
 
-import os
 import re
-import subprocess
-import sys
 import time
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests import helpers
+from tests.browser import HOSTILE, LIVE_DEADLINE_MS, SHOTS, VIEWPORT, chromium, log_in_as, seeded_web
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-SHOTS = Path("/tmp/obsweb-shots")
-HOSTILE = "<img src=x onerror=window.__xss=1>"
-LIVE_DEADLINE_MS = 5000
-
-
-@dataclass
-class Web:
-    url: str
-    env: dict
-
-    def manage(self, *args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", *args],
-            cwd=helpers.REPO,
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-        return done.stdout
-
-    def shell(self, code: str) -> str:
-        return self.manage("shell", "-c", code)
+SEED = (
+    "from django.contrib.auth.models import User\n"
+    "from tests.seed import seed_edge, seed_service\n"
+    "User.objects.create_user('viewer', password='viewer-pass')\n"
+    "seed_service('checkout', host='web-1', requests=600, errors=9, latency_ms=42)\n"
+    "seed_service('payments', host='web-2', requests=240, errors=30, latency_ms=120)\n"
+    "seed_service('redis:6379', host='web-2', protocol='redis', requests=900, latency_ms=0.3)\n"
+    f"seed_service({HOSTILE!r}, host='web-1', requests=20)\n"
+    "seed_edge('checkout', 'payments', requests=240, errors=30, latency_ms=120)\n"
+    "seed_edge('checkout', 'redis:6379', protocol='redis', requests=900, latency_ms=0.3)\n"
+    "seed_edge('payments', 'checkout', requests=12, latency_ms=30)\n"
+    f"seed_edge({HOSTILE!r}, 'checkout', requests=20)\n"
+    "seed_edge('payments', '93.184.216.34:443', requests=60, errors=1, latency_ms=310, external=True)\n"
+)
 
 
 @pytest.fixture
 def web(tmp_path, redis_url):
     """Migrated SQLite file, a viewer, seeded traffic, and daphne serving it on a free port."""
-    env = os.environ | {
-        "DJANGO_SETTINGS_MODULE": "obsweb.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'obsweb.sqlite3'}",
-        "REDIS_URL": redis_url,
-        "SECRET_KEY": "browser-test-only",
-        "DEBUG": "False",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        # Seeded heartbeats do not repeat: wide thresholds keep their status for the test's length.
-        "HOST_STALE_AFTER_S": "15",
-        "HOST_DOWN_AFTER_S": "60",
-    }
-    port = helpers.free_port()
-    web = Web(url=f"http://127.0.0.1:{port}", env=env)
-    web.manage("migrate", "--noinput", "-v", "0")
-    web.shell(
-        "from django.contrib.auth.models import User\n"
-        "from tests.seed import seed_edge, seed_service\n"
-        "User.objects.create_user('viewer', password='viewer-pass')\n"
-        "seed_service('checkout', host='web-1', requests=600, errors=9, latency_ms=42)\n"
-        "seed_service('payments', host='web-2', requests=240, errors=30, latency_ms=120)\n"
-        "seed_service('redis:6379', host='web-2', protocol='redis', requests=900, latency_ms=0.3)\n"
-        f"seed_service({HOSTILE!r}, host='web-1', requests=20)\n"
-        "seed_edge('checkout', 'payments', requests=240, errors=30, latency_ms=120)\n"
-        "seed_edge('checkout', 'redis:6379', protocol='redis', requests=900, latency_ms=0.3)\n"
-        "seed_edge('payments', 'checkout', requests=12, latency_ms=30)\n"
-        f"seed_edge({HOSTILE!r}, 'checkout', requests=20)\n"
-        "seed_edge('payments', '93.184.216.34:443', requests=60, errors=1, latency_ms=310, external=True)\n"
-    )
-    log = (tmp_path / "daphne.log").open("w")
-    daphne = subprocess.Popen(
-        [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port), "obsweb.asgi:application"],
-        cwd=helpers.REPO,
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        helpers.wait_for_port(port, timeout=30)
+    # Seeded heartbeats do not repeat: wide thresholds keep their status for the test's length.
+    with seeded_web(tmp_path, redis_url, SEED, HOST_STALE_AFTER_S="15", HOST_DOWN_AFTER_S="60") as web:
         yield web
-    finally:
-        helpers.stop(daphne)
-        log.close()
 
 
 @pytest.fixture
 def page():
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser.new_page(viewport={"width": 1280, "height": 800})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1280, "height": 800})
 
 
 def log_in(page, web):
-    page.goto(web.url + "/")
-    expect(page).to_have_url(web.url + "/accounts/login/?next=/")
-    page.fill("#id_username", "viewer")
-    page.fill("#id_password", "viewer-pass")
-    page.click("button[type=submit]")
-    expect(page).to_have_url(web.url + "/")
+    log_in_as(page, web.url, "viewer", "viewer-pass")
 
 
 def move_mouse_onto(page, locator):
@@ -212,7 +138,7 @@ def test_custom_window_is_kept_in_the_url_and_never_overwritten_live(web, page):
 
 
 def test_hosts_strip_and_drop_warning_show_hostile_host_names_as_text(web, page):
-    page.set_viewport_size({"width": 1440, "height": 900})
+    page.set_viewport_size(VIEWPORT)
     web.shell(
         "from datetime import timedelta\n"
         "from django.utils import timezone\n"

@@ -15,11 +15,11 @@ from urllib.parse import quote
 import psycopg
 import pytest
 from playwright.sync_api import TimeoutError as PlaywrightTimeoutError
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
+from tests.browser import VIEWPORT, chromium, log_in_as
 from tests.servers.shop import API, FRONTEND, Customer, Shop, shop
 from tests.stack import Stack, obsweb_stack
-from tests.test_browser_overview import CHROMIUM, CHROMIUM_ARGS
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -96,26 +96,18 @@ def running():
 
 @pytest.fixture(scope="module")
 def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 @pytest.fixture(scope="module")
 def session(browser, running):
     """A browser context of the stack's user, logged in once through the login form; its
     pages share the cache, so plotly.js is fetched once."""
-    context = browser.new_context(viewport={"width": 1440, "height": 900})
+    context = browser.new_context(viewport=VIEWPORT)
     try:
         page = context.new_page()
-        page.goto(running.stack.web + "/accounts/login/")
-        page.fill("#id_username", "e2e")
-        page.fill("#id_password", "e2e-pass")
-        page.click("button[type=submit]")
-        expect(page).to_have_url(running.stack.web + "/")
+        log_in_as(page, running.stack.web, "e2e", "e2e-pass")
         page.close()
         yield context
     finally:

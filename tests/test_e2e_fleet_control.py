@@ -165,39 +165,32 @@ def test_a_worker_over_its_cpu_budget_switches_its_priciest_probe_off(fleet):
 
 
 def test_switching_http_off_in_the_hosts_page_takes_effect_within_two_seconds(fleet):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
+    from tests.browser import VIEWPORT, chromium, log_in_as
     from tests.test_browser_hosts import probe
-    from tests.test_browser_overview import CHROMIUM, CHROMIUM_ARGS
 
     stack = fleet.stack
     before = fleet.requests_of("host-a")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1440, "height": 900})
-            page.goto(stack.web + "/hosts/")
-            page.fill("#id_username", "e2e-staff")
-            page.fill("#id_password", "e2e-staff-pass")
-            page.click("button[type=submit]")
-            http = probe(page, "host-a", "http")
-            expect(http.locator(".state")).to_have_text("on")
+    with chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        log_in_as(page, stack.web, "e2e-staff", "e2e-staff-pass", next_path="/hosts/")
+        http = probe(page, "host-a", "http")
+        expect(http.locator(".state")).to_have_text("on")
 
-            http.locator("button.switch").click()
-            clicked = time.monotonic()
-            expect(http.locator(".state")).to_have_text("off", timeout=ACTUAL_DEADLINE_S * 1000)
-            print(f"UI toggle to actual state shown: {time.monotonic() - clicked:.2f} s")
-            fleet.drive("host-a")
-            fleet.drive("host-b")
-            time.sleep(2)
-            assert fleet.requests_of("host-a") == before
+        http.locator("button.switch").click()
+        clicked = time.monotonic()
+        expect(http.locator(".state")).to_have_text("off", timeout=ACTUAL_DEADLINE_S * 1000)
+        print(f"UI toggle to actual state shown: {time.monotonic() - clicked:.2f} s")
+        fleet.drive("host-a")
+        fleet.drive("host-b")
+        time.sleep(2)
+        assert fleet.requests_of("host-a") == before
 
-            probe(page, "host-a", "http").locator("button.switch").click()
-            expect(probe(page, "host-a", "http").locator(".state")).to_have_text(
-                "on", timeout=ACTUAL_DEADLINE_S * 1000
-            )
-        finally:
-            browser.close()
+        probe(page, "host-a", "http").locator("button.switch").click()
+        expect(probe(page, "host-a", "http").locator(".state")).to_have_text(
+            "on", timeout=ACTUAL_DEADLINE_S * 1000
+        )
     fleet.drive("host-a")
     wait_until(
         lambda: fleet.requests_of("host-a") == before + REQUESTS, "host-a's requests after the UI", stack

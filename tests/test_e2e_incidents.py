@@ -14,12 +14,12 @@ import time
 
 import pytest
 import requests
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
 from obsweb.incidents.report import schema
 from tests import png
+from tests.browser import SHOTS, VIEWPORT, chromium
 from tests.stack import PYTHON, http_backend, obsweb_stack
-from tests.test_browser_overview import CHROMIUM, CHROMIUM_ARGS, SHOTS
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -27,7 +27,6 @@ BACKEND = "e2e-incidents"
 EVALUATION_INTERVAL_S = 2
 GRACE_S = 6
 OPEN_DEADLINE_S = 30
-VIEWPORT = {"width": 1440, "height": 900}
 
 
 class Traffic(threading.Thread):
@@ -186,13 +185,8 @@ def check_report_files(files: dict, sent: dict, tmp_path) -> None:
 
 @pytest.fixture(scope="module")
 def browser():
-    SHOTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser
 
 
 def test_a_report_is_generated_and_downloaded_through_the_ui(stack, episode, browser, tmp_path):
