@@ -1,5 +1,5 @@
 // The open-incidents banner on every page (templates/incidents/_banner.html), kept current from
-// the incidents websocket. Its own small socket rather than obsweb.live (live.js): loading live.js
+// the incidents websocket. obsweb.socket directly rather than obsweb.live (live.js): loading live.js
 // is what makes a page's own numbers live, and past windows must not; the banner is live on
 // every page. Messages are rare (an incident opens, changes or resolves), so none is held back.
 // Subjects are service or host names captured from traffic: they are set as text, never as HTML.
@@ -11,9 +11,6 @@
   var count = document.getElementById("incident-banner-count");
   var noun = document.getElementById("incident-banner-noun");
   var subjects = document.getElementById("incident-banner-subjects");
-  var CLOSE_UNAUTHENTICATED = 4401; // obsweb/dashboard/consumers.py
-  var MAX_BACKOFF_MS = 30000;
-  var backoffMs = 1000;
 
   function apply(message) {
     var open = Number(message.open) || 0;
@@ -24,19 +21,9 @@
     banner.hidden = open === 0;
   }
 
-  function connect() {
-    var scheme = window.location.protocol === "https:" ? "wss://" : "ws://";
-    var socket = new WebSocket(scheme + window.location.host + banner.getAttribute("data-socket"));
-    socket.addEventListener("open", function () { backoffMs = 1000; });
-    socket.addEventListener("message", function (event) {
-      var message = JSON.parse(event.data);
+  window.obsweb.socket(banner.getAttribute("data-socket"), {
+    message: function (message) {
       if (message.type === "incidents") apply(message);
-    });
-    socket.addEventListener("close", function (event) {
-      if (event.code === CLOSE_UNAUTHENTICATED) return;
-      window.setTimeout(connect, backoffMs * (0.75 + Math.random() / 2));
-      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
-    });
-  }
-  connect();
+    },
+  });
 })();
