@@ -22,7 +22,7 @@ from probes.protocols.http1 import (
 )
 from probes.redact import MAX_TARGET_CHARS, is_sensitive_header, redact_target
 from probes.routes import normalize_route
-from tests.unit.parser_checks import assert_invalid
+from tests.unit.parser_checks import assert_every_prefix_needs_more, assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "http"
 
@@ -147,17 +147,12 @@ def test_it_parses_each_captured_response(case):
 @by_file(REQUESTS)
 def test_it_needs_more_for_every_strict_prefix_of_a_request(case):
     data = capture(case.file)
-    for end in range(len(data)):
-        assert parse_request(data[:end]) == ParseResult(NEED_MORE), f"prefix of {end} bytes"
+    assert_every_prefix_needs_more(parse_request, data)
 
 
 @by_file(RESPONSES)
 def test_it_needs_more_for_every_strict_prefix_of_a_response(case):
-    data = capture(case.file)
-    for end in range(len(data)):
-        assert parse_response(data[:end], case.request_method) == ParseResult(NEED_MORE), (
-            f"prefix of {end} bytes"
-        )
+    assert_every_prefix_needs_more(parse_response, capture(case.file), case.request_method)
 
 
 @by_file(REQUESTS)

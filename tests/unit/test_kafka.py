@@ -24,6 +24,7 @@ from probes.protocols.kafka import (
     read_response,
     summarize,
 )
+from tests.unit.parser_checks import assert_every_prefix_needs_more
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "kafka"
 CLIENT_ID = "obsweb-capture"
@@ -178,17 +179,13 @@ def test_it_frames_a_response_without_knowing_what_it_answers(case):
 
 @by_name()
 def test_it_needs_more_for_every_strict_prefix_of_a_request(case):
-    data = case.request
-    for end in range(len(data)):
-        assert parse_request(data[:end]) == ParseResult(NEED_MORE), f"prefix of {end} bytes"
+    assert_every_prefix_needs_more(parse_request, case.request)
 
 
 @by_name()
 def test_it_needs_more_for_every_strict_prefix_of_a_response(case):
-    data = case.response
-    for end in range(len(data)):
-        for known in ((), (case.api_key, case.api_version)):
-            assert parse_response(data[:end], *known) == ParseResult(NEED_MORE), f"prefix of {end} bytes"
+    for known in ((), (case.api_key, case.api_version)):
+        assert_every_prefix_needs_more(parse_response, case.response, *known)
 
 
 @by_name()

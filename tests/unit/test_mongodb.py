@@ -31,7 +31,7 @@ from probes.protocols.mongodb import (
     summarize,
 )
 from probes.redact import CUT_MARKER
-from tests.unit.parser_checks import assert_invalid
+from tests.unit.parser_checks import assert_every_prefix_needs_more, assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "mongodb"
 ENCODED_COMPRESSED_FIND = "encoded_zlib_find_request.bin"
@@ -351,14 +351,12 @@ def test_it_sees_the_streaming_of_the_awaitable_hello():
 
 @pytest.mark.parametrize("data", REQUESTS, ids=range(len(REQUESTS)))
 def test_it_needs_more_for_every_strict_prefix_of_a_request(data):
-    for end in range(len(data)):
-        assert parse_request(data[:end]) == ParseResult(NEED_MORE), f"prefix of {end} bytes"
+    assert_every_prefix_needs_more(parse_request, data)
 
 
 @pytest.mark.parametrize("data", RESPONSES, ids=[e.name for e in EXCHANGES])
 def test_it_needs_more_for_every_strict_prefix_of_a_reply(data):
-    for end in range(len(data)):
-        assert parse_response(data[:end]) == ParseResult(NEED_MORE), f"prefix of {end} bytes"
+    assert_every_prefix_needs_more(parse_response, data)
 
 
 @pytest.mark.parametrize("data", REQUESTS, ids=range(len(REQUESTS)))

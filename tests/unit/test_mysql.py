@@ -13,7 +13,7 @@ from probes import schema
 from probes.protocols import INVALID, MAX_REQUEST_CAPTURE, MAX_RESPONSE_CAPTURE, NEED_MORE, OK, ParseResult
 from probes.protocols.mysql import Packet, parse_request, parse_response, summarize
 from probes.redact import CUT_MARKER
-from tests.unit.parser_checks import assert_invalid
+from tests.unit.parser_checks import assert_every_prefix_needs_more, assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "mysql"
 
@@ -189,8 +189,7 @@ def test_it_frames_every_packet_of_each_captured_response(case):
 def test_it_needs_more_for_every_strict_prefix_of_each_packet(case):
     for data, parse in ((request_of(case.name), parse_request), (response_of(case.name), parse_response)):
         for _result, frame in frames(data, parse):
-            for end in range(len(frame)):
-                assert parse(frame[:end]) == ParseResult(NEED_MORE), f"{frame[:end]!r}"
+            assert_every_prefix_needs_more(parse, frame)
 
 
 def test_it_reads_the_greeting():

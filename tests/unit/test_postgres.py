@@ -12,7 +12,7 @@ from probes import schema
 from probes.protocols import INVALID, MAX_REQUEST_CAPTURE, MAX_RESPONSE_CAPTURE, NEED_MORE, OK, ParseResult
 from probes.protocols.postgres import Message, parse_request, parse_response, summarize
 from probes.redact import CUT_MARKER
-from tests.unit.parser_checks import assert_invalid
+from tests.unit.parser_checks import assert_every_prefix_needs_more, assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "postgres"
 
@@ -237,8 +237,7 @@ def test_it_needs_more_for_every_strict_prefix_of_each_message(case):
         (response_of(case.name), parse_response, {"after_encryption_request": case.after_encryption_request}),
     ):
         for _result, frame in frames(data, parse, kwargs):
-            for end in range(len(frame)):
-                assert parse(frame[:end], **kwargs) == ParseResult(NEED_MORE), f"{frame[:end]!r}"
+            assert_every_prefix_needs_more(parse, frame, **kwargs)
 
 
 def test_it_reads_the_startup_parameters_it_keeps():

@@ -42,7 +42,7 @@ from probes.protocols.redis import (
     summarize,
 )
 from probes.redact import CUT_MARKER
-from tests.unit.parser_checks import assert_invalid
+from tests.unit.parser_checks import assert_every_prefix_needs_more, assert_invalid
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "redis"
 
@@ -217,8 +217,7 @@ def test_it_needs_more_for_every_strict_prefix_of_each_captured_frame(case):
     for parse, data in ((parse_request, request_of(case.name)), (parse_response, response_of(case.name))):
         for start, result in frames(parse, data):
             frame = data[start : start + result.consumed]
-            for end in range(len(frame)):
-                assert parse(frame[:end]) == ParseResult(NEED_MORE), f"{len(frame)}-byte frame cut at {end}"
+            assert_every_prefix_needs_more(parse, frame)
 
 
 @by_name(EXCHANGES)
@@ -346,8 +345,7 @@ def test_it_decodes_replies_the_captures_do_not_show(data, kind, value):
 )
 def test_every_prefix_of_a_spelled_out_value_needs_more(data):
     assert parse_response(data).consumed == len(data)
-    for end in range(len(data)):
-        assert parse_response(data[:end]) == ParseResult(NEED_MORE), f"cut at {end}"
+    assert_every_prefix_needs_more(parse_response, data)
 
 
 def nested(depth: int) -> bytes:
@@ -669,8 +667,7 @@ def test_every_generated_reply_frames_whole_and_its_prefixes_need_more(data, suf
     assert parse_response(data + suffix).consumed == len(data)
     result = parse_response(data)
     assert (result.status, result.consumed) == (OK, len(data)), result.error
-    for end in range(len(data)):
-        assert parse_response(data[:end]) == ParseResult(NEED_MORE), f"cut at {end}"
+    assert_every_prefix_needs_more(parse_response, data)
 
 
 @settings(derandomize=True, max_examples=300, deadline=None)
@@ -684,8 +681,7 @@ def test_every_generated_command_frames_whole_and_summarizes_without_its_argumen
     assert fields[schema.DB_OPERATION] == name
     words = fields[schema.DB_QUERY_TEXT].split()
     assert words[0] == name and set(words[1:]) <= {"?", *SUBCOMMANDS.get(name, ())}
-    for end in range(len(data)):
-        assert parse_request(data[:end]) == ParseResult(NEED_MORE), f"cut at {end}"
+    assert_every_prefix_needs_more(parse_request, data)
 
 
 # Bytes that look like RESP more often than random ones do, to reach the corners of the readers.
@@ -716,8 +712,7 @@ def test_whatever_frame_is_found_every_strict_prefix_of_it_needs_more(data):
     for parse in (parse_request, parse_response):
         result = parse(data)
         if result.status == OK:
-            frame = data[: result.consumed]
-            assert all(parse(frame[:end]) == ParseResult(NEED_MORE) for end in range(len(frame)))
+            assert_every_prefix_needs_more(parse, data[: result.consumed])
 
 
 # --- nothing escapes, whatever the bytes ------------------------------------------------------
