@@ -1,4 +1,5 @@
-"""`python -m probes`: the probe worker (root). `--print-bpf` shows the generated C without loading it."""
+"""`python -m probes`: the probe worker (root). `--print-bpf` shows the generated C of every program
+without loading it."""
 
 import argparse
 import logging
@@ -44,7 +45,13 @@ def main(argv=None) -> int:
         print(f"--cgroup: {exc}", file=sys.stderr)
         return 2
     if args.print_bpf:
+        from probes.programs.block_io import BlockIO
+        from probes.programs.sched import Sched
+        from probes.programs.tcp_stats import TcpStats
+
         print(render_source(os.getpid(), scope=scope))
+        for program in (Sched(), BlockIO(), TcpStats(on_health=print, scope=scope)):
+            print(program.render())
         return 0
     logging.basicConfig(
         level=os.environ.get("LOG_LEVEL", "INFO"), format="%(asctime)s probes %(levelname)s %(message)s"

@@ -16,7 +16,9 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from probes import AGENT_VERSION, schema
 from probes.cost import CostMeter, Costs, most_expensive
 from probes.identity import ServiceNames, SocketTable
+from probes.programs.block_io import BlockIO
 from probes.programs.bpf_stats import enable_run_time_stats
+from probes.programs.sched import Sched
 from probes.programs.socket_trace import (
     PROTO_HTTP,
     PROTO_KAFKA,
@@ -28,9 +30,11 @@ from probes.programs.socket_trace import (
     SLOT_TLS,
     SocketTrace,
 )
+from probes.programs.tcp_stats import TcpStats
 from probes.publisher import Publisher
 from probes.records import RecordBuilder
 from probes.redact import Policy
+from probes.resources import RESOURCE_INTERVAL_S, TAKE_INTERVAL_S, ConnectionBytes, ResourceCollector
 from probes.scope import CgroupScope
 
 log = logging.getLogger(__name__)
@@ -40,6 +44,7 @@ HEARTBEAT_INTERVAL_S = 2.0  # the web marks a host stale after 5 s and down afte
 TLS_RESCAN_INTERVAL_S = 5.0  # new processes mapping libssl are hooked this often
 HEALTHY_LOOP_AGE_S = 5.0  # /healthz fails when the main loop has not turned for this long
 CONTROL_RETRY_S = 1.0
+PROGRAM_RETRY_S = 30.0  # a program that failed to compile or attach is tried again after this long
 # The kernel switch (bpf/socket_trace.c `switches` slot) of each probe the socket program serves.
 SOCKET_PROBE_SLOTS = {
     schema.PROBE_HTTP: PROTO_HTTP,
@@ -61,6 +66,23 @@ class Agent:
         self.builder = RecordBuilder(host, ServiceNames(self.sockets), self.sockets)
         self.publisher = Publisher(self.client)
         self.trace = SocketTrace(self._on_exchange, self._on_flow, scope)
+        # Programs serving one probe each, loaded on first use and then attached and detached
+        # with it (the tcp probe is the socket program's flows plus tcp_stats).
+        self.sched = Sched()
+        self.block_io = BlockIO()
+        self.tcp_stats = TcpStats(self._on_health, scope)
+        self.programs = {
+            schema.PROBE_CPU: self.sched,
+            schema.PROBE_DISK: self.block_io,
+            schema.PROBE_TCP: self.tcp_stats,
+        }
+        self.program_errors: dict[str, str | None] = dict.fromkeys(self.programs)
+        self.program_failed_at: dict[str, float] = {}
+        self.scope = scope
+        self.resources = ResourceCollector(host, self.builder.names, scope)
+        self.connection_bytes = ConnectionBytes()
+        self.net_baseline_needed = True  # the connection map's bytes so far are not this interval's
+        self.interval_started = time.monotonic()
         self.desired = dict.fromkeys(schema.PROBES, True)
         self.cpu_budget: float | None = None
         self.probe_errors: dict[str, str | None] = dict.fromkeys(schema.PROBES)
@@ -71,6 +93,7 @@ class Agent:
         self.control_changed = threading.Event()
         self.loop_at = time.monotonic()
         self.stopping = threading.Event()
+        self.resource_records = 0
 
     # -- events -> records -------------------------------------------------
     # Probes switched off never reach here: the kernel opens no exchange for them.
@@ -80,9 +103,23 @@ class Agent:
             self.publisher.add(record)
 
     def _on_flow(self, event) -> None:
+        if self.collecting_resources():  # the connection's last bytes, which no map read will see
+            key = (event.pid << 32) | event.fd
+            sent, received = self.connection_bytes.closed(
+                key, event.opened_ns, event.bytes_sent, event.bytes_recv
+            )
+            self.resources.add_net(event.pid, sent, received)
         record = self.builder.flow(event)
         if record is not None:
             self.publisher.add(record)
+
+    def _on_health(self, event) -> None:
+        record = self.builder.health(event)
+        if record is None:
+            return
+        if self.scope is not None and not event.tgid and not self.scope.contains(record[schema.PID]):
+            return  # accepted by another host's process on this machine (connects are scoped in the kernel)
+        self.publisher.add(record)
 
     # -- control -------------------------------------------------------------
     def read_desired(self) -> None:
@@ -126,6 +163,38 @@ class Agent:
         if self.trace.attached:
             self.trace.set_switches({slot: self.running(p) for p, slot in SOCKET_PROBE_SLOTS.items()})
         self.apply_tls(rescan_tls)
+        self.apply_programs()
+
+    def apply_programs(self) -> None:
+        """Attach each single-probe program while its probe runs; detach it (after taking what it
+        holds) when it stops. A failure is reported as the probe's error and retried later."""
+        for probe, program in self.programs.items():
+            want = self.running(probe)
+            if want and not program.attached:
+                measuring = self.collecting_resources()
+                failed_at = self.program_failed_at.get(probe)
+                if failed_at is not None and time.monotonic() - failed_at < PROGRAM_RETRY_S:
+                    continue
+                try:
+                    program.attach()
+                    if not measuring and self.collecting_resources():
+                        self.interval_started = time.monotonic()  # nothing was measured before this
+                    self.program_errors[probe] = None
+                    self.program_failed_at.pop(probe, None)
+                except Exception as exc:  # BCC raises bare Exception on compile/attach failure
+                    log.error(
+                        "could not attach %s for probe %s on %s: %s", program.source, probe, self.host, exc
+                    )
+                    self.program_errors[probe] = f"{program.source}: attach failed: {exc}"[:500]
+                    self.program_failed_at[probe] = time.monotonic()
+            elif not want and program.attached:
+                program.detach()
+                if program is self.tcp_stats:
+                    self.tcp_stats.poll()  # events queued before the detach still become records
+                else:
+                    self.take_resources()
+            if not want:
+                self.program_errors[probe] = None
 
     def apply_tls(self, rescan: bool) -> None:
         """Hook libssl while TLS is wanted; `rescan` looks for processes started since."""
@@ -165,12 +234,15 @@ class Agent:
         switches = self.trace.switches()
         actual = {p: self.trace.attached and switches[slot] for p, slot in SOCKET_PROBE_SLOTS.items()}
         actual[schema.PROBE_TLS] = bool(self.trace.tls_libraries)
+        actual[schema.PROBE_CPU] = self.sched.attached
+        actual[schema.PROBE_DISK] = self.block_io.attached
+        actual[schema.PROBE_TCP] = actual[schema.PROBE_TCP] and self.tcp_stats.attached
         costs = self.costs.probes if self.costs else {}
         return {
             p: {
                 "desired": self.desired[p],
                 "actual": actual[p],
-                "error": self.probe_errors[p],
+                "error": self.probe_errors[p] or self.program_errors.get(p),
                 "throttled": self.cost.throttled.get(p),
                 "events_per_s": costs[p].events_per_s if p in costs else 0.0,
                 "cpu_percent": costs[p].cpu_percent if p in costs else None,
@@ -183,11 +255,22 @@ class Agent:
         """CPU and events per probe over the last interval; over budget, switch the priciest off."""
         times = os.times()
         by_slot = self.trace.events_by_slot()
+        events = {probe: by_slot[slot] for probe, slot in EVENT_SLOTS.items()}
+        events[schema.PROBE_TCP] += self.tcp_stats.counters()["tcp_health_events"]
+        program_ns = None
+        if self.stats_fd is not None:
+            program_ns = self.trace.program_run_time_ns() or {"socket": 0, "tls": 0}
+            for probe, program in self.programs.items():
+                program_ns[probe] = program_ns.get(probe, 0) + (program.run_time_ns() or 0)
         self.costs = self.cost.update(
             process_cpu_ns=int((times.user + times.system) * 1e9),
-            program_ns=self.trace.program_run_time_ns() if self.stats_fd is not None else None,
-            events={probe: by_slot[slot] for probe, slot in EVENT_SLOTS.items()},
+            program_ns=program_ns,
+            events=events,
             tls_probe=schema.PROBE_TLS,
+            kernel_events={
+                schema.PROBE_CPU: self.sched.counters()["switches"],
+                schema.PROBE_DISK: self.block_io.counters()["disk_ios"],
+            },
         )
         if self.costs is not None and self.cost.over_budget(self.costs, self.cpu_budget):
             self.throttle()
@@ -209,12 +292,55 @@ class Agent:
         self.apply_desired(rescan_tls=False)
 
     # -- heartbeat -------------------------------------------------------------
+    # -- resources -----------------------------------------------------------------
+    def collecting_resources(self) -> bool:
+        return self.sched.attached or self.block_io.attached
+
+    def take_resources(self) -> None:
+        """Move the kernel's per-process totals into this interval (every TAKE_INTERVAL_S)."""
+        self.resources.add_cpu(self.sched.take())
+        self.resources.add_disk(self.block_io.take())
+
+    def emit_resources(self, now: float) -> None:
+        """The interval's resource records, one per service and one for the host."""
+        self.take_resources()
+        measured = tuple(
+            name
+            for name, on in (
+                ("cpu", self.sched.attached),
+                ("disk", self.block_io.attached),
+                ("net", self.trace.attached),
+            )
+            if on
+        )
+        if "net" in measured and self.collecting_resources():
+            moved = self.connection_bytes.update(self.trace.connection_bytes())
+            if self.net_baseline_needed:
+                moved, self.net_baseline_needed = {}, False
+            for tgid, (sent, received) in moved.items():
+                self.resources.add_net(tgid, sent, received)
+        else:
+            self.net_baseline_needed = True
+        interval_ns = int((now - self.interval_started) * 1e9)
+        self.interval_started = now
+        records = self.resources.records(time.time_ns(), interval_ns, measured)
+        if self.collecting_resources():
+            for record in records:
+                self.publisher.add(record)
+            self.resource_records += len(records)
+
     def stats(self) -> dict:
         kernel = self.trace.counters()
+        for program in self.programs.values():
+            kernel |= program.counters()
         return {
-            "events_seen": kernel["exchanges"] + kernel["flows"],
-            "events_dropped": kernel["events_lost"] + kernel["flows_lost"],
-            "events_skipped": self.builder.skipped + self.trace.malformed_events + self.trace.callback_errors,
+            "events_seen": kernel["exchanges"] + kernel["flows"] + kernel["tcp_health_events"],
+            "events_dropped": kernel["events_lost"] + kernel["flows_lost"] + kernel["tcp_health_events_lost"],
+            "events_skipped": self.builder.skipped
+            + self.trace.malformed_events
+            + self.trace.callback_errors
+            + self.tcp_stats.malformed_events
+            + self.tcp_stats.callback_errors,
             "records_dropped": self.publisher.dropped,
             "records_published": self.publisher.published,
             "records_buffered": self.publisher.buffered,
@@ -252,11 +378,18 @@ class Agent:
         self.sockets.refresh(force=True)
         self.apply_desired()
         threading.Thread(target=self.listen_for_control, name="control", daemon=True).start()
-        last_heartbeat = last_tls_scan = time.monotonic()
+        last_heartbeat = last_tls_scan = last_take = time.monotonic()
         while not self.stopping.is_set():
             started = time.monotonic()
             self.loop_at = started
             drained = self.trace.poll()
+            self.tcp_stats.poll()
+            if started - self.interval_started >= RESOURCE_INTERVAL_S:
+                last_take = started
+                self.emit_resources(started)
+            elif started - last_take >= TAKE_INTERVAL_S:
+                last_take = started
+                self.take_resources()
             self.publisher.flush()
             if self.control_changed.is_set():  # a change published for this host: apply it now
                 self.control_changed.clear()
@@ -281,6 +414,9 @@ class Agent:
         if self.trace.attached:
             self.trace.poll()
             self.trace.detach()
+        self.tcp_stats.poll()
+        for program in self.programs.values():
+            program.unload()
         self.heartbeat(stopping=True)
         self.publisher.flush(force=True)
         log.info(
@@ -309,6 +445,27 @@ class AgentCollector:
         for name, value in stats["kernel"].items():
             kernel.add_metric([name], value)
         yield kernel
+        events = CounterMetricFamily(
+            "obsweb_agent_probe_events", "Kernel events of the cpu, disk and tcp programs", labels=["probe"]
+        )
+        dropped = CounterMetricFamily(
+            "obsweb_agent_probe_events_dropped",
+            "Kernel events of the cpu, disk and tcp programs not counted in full or lost before user space",
+            labels=["probe"],
+        )
+        k = stats["kernel"]
+        for probe, seen, lost in (
+            (schema.PROBE_CPU, k["switches"], k["cpu_totals_full"]),
+            (schema.PROBE_DISK, k["disk_ios"], k["disk_unmatched"] + k["disk_totals_full"]),
+            (schema.PROBE_TCP, k["tcp_health_events"], k["tcp_health_events_lost"]),
+        ):
+            events.add_metric([probe], seen)
+            dropped.add_metric([probe], lost)
+        yield events
+        yield dropped
+        yield CounterMetricFamily(
+            "obsweb_agent_resource_records", "Resource records produced", value=self.agent.resource_records
+        )
         for key, help_text in (
             ("events_skipped", "Kernel events that could not be turned into records"),
             ("records_published", "Records written to the Redis stream"),

@@ -26,6 +26,7 @@ from probes.programs.socket_trace import (
     HttpEvent,
     format_addr,
 )
+from probes.programs.tcp_stats import FAILURES, HealthEvent
 from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, mysql, postgres, redis
 from probes.redact import DEFAULT_POLICY, Policy, redact_target, safe_text
 from probes.routes import normalize_route
@@ -326,4 +327,41 @@ class RecordBuilder:
             schema.FLOW_BYTES_RECEIVED: event.bytes_recv,
             schema.FLOW_DURATION_NS: max(0, event.closed_ns - event.opened_ns),
             schema.FLOW_REQUESTS: event.requests,
+        }
+
+    def health(self, event: HealthEvent) -> dict | None:
+        """A connection that failed, retransmitted or was reset (the tcp probe's tcp_stats), from
+        the end this host holds: a server when its local port is one this host listens on."""
+        local, remote = format_addr(event.laddr), format_addr(event.raddr)
+        if local is None or remote is None:
+            self._skip("health event without addresses")
+            return None
+        owner = self.sockets.owner_of_port(local[1])
+        role = ROLE_SERVER if owner is not None else ROLE_CLIENT
+        if role == ROLE_SERVER and self._is_own_socket(*remote):
+            return None  # Redis serving this worker: the worker never reports itself
+        pid = event.tgid or (owner if role == ROLE_SERVER else None)
+        if pid is None:
+            self._skip("health event of a connection opened before the worker started")
+            return None
+        server, client = (local, remote) if role == ROLE_SERVER else (remote, local)
+        return {
+            schema.KIND: schema.KIND_FLOW,
+            schema.HOST: self.host,
+            schema.TS: event.ts + self.clock_offset_ns,
+            schema.SERVICE: self.names.name_for(pid),
+            schema.SPAN_KIND: SPAN_KINDS[role],
+            schema.SERVER_ADDRESS: server[0],
+            schema.SERVER_PORT: server[1],
+            schema.CLIENT_ADDRESS: client[0],
+            schema.CLIENT_PORT: client[1],
+            schema.PEER_SERVICE: self.peer_service(*remote) if role == ROLE_CLIENT else None,
+            schema.PID: pid,
+            schema.PROTOCOL: "tcp",
+            schema.FLOW_EVENT: schema.FLOW_EVENT_HEALTH,
+            schema.FLOW_FAILURE: FAILURES.get(event.failure),
+            schema.FLOW_RETRANSMITS: event.retransmits,
+            schema.FLOW_RESETS_SENT: event.resets_sent,
+            schema.FLOW_RESETS_RECEIVED: event.resets_received,
+            schema.FLOW_RTT_US: None,  # not collected: see probes/programs/tcp_stats.py
         }

@@ -10,7 +10,6 @@ import os
 import re
 import socket
 from collections.abc import Callable
-from pathlib import Path
 
 from probes.identity import (
     TCP_ESTABLISHED,
@@ -20,11 +19,11 @@ from probes.identity import (
     read_tcp_sockets,
     socket_inodes_of,
 )
+from probes.programs.program import BPF_DIR, fdinfo_field
 from probes.scope import CgroupScope
 
 log = logging.getLogger(__name__)
 
-BPF_DIR = Path(__file__).resolve().parent.parent.parent / "bpf"
 SOURCES = (BPF_DIR / "socket_trace.c", BPF_DIR / "ssl_trace.c")  # one module: they share maps
 RINGBUF_PAGES = 4096  # 16 MiB: ~12,000 exchanges of 1,384 bytes between two polls before loss
 MAX_REQ = 1024  # as in socket_trace.c
@@ -277,6 +276,16 @@ class SocketTrace:
         table = self.bpf["exchanges_by_probe"]
         return {slot: sum(table[ctypes.c_int(slot)]) for slot in range(SLOTS)}
 
+    def connection_bytes(self) -> dict[int, tuple[int, int, int]]:
+        """{conn key (tgid << 32 | fd): (opened_ns, bytes sent, bytes received)} of every tracked
+        connection, read in one batch (resource records diff it; nothing is added per syscall)."""
+        if self.bpf is None:
+            return {}
+        return {
+            getattr(key, "value", key): (conn.opened_ns, conn.bytes_sent, conn.bytes_recv)
+            for key, conn in self.bpf["conns"].items_lookup_batch()
+        }
+
     def program_run_time_ns(self) -> dict[str, int] | None:
         """Kernel time spent in our BPF programs since load, {"socket": ns, "tls": ns}, from
         /proc/self/fdinfo (bpf_stats must be enabled); None when the kernel does not say."""
@@ -285,7 +294,7 @@ class SocketTrace:
         totals = {"socket": 0, "tls": 0}
         seen = False
         for name, function in self.bpf.funcs.items():
-            run_time = _fdinfo_field(function.fd, "run_time_ns")
+            run_time = fdinfo_field(function.fd, "run_time_ns")
             if run_time is None:
                 continue
             seen = True
@@ -317,18 +326,6 @@ class SocketTrace:
                 conns[conns.Key((pid << 32) | fd)] = _seed_value(conns.Leaf(), sock, listen_ports)
                 seeded += 1
         return seeded
-
-
-def _fdinfo_field(fd: int, name: str) -> int | None:
-    try:
-        with open(f"/proc/self/fdinfo/{fd}") as info:
-            for line in info:
-                key, _, value = line.partition(":")
-                if key == name:
-                    return int(value)
-    except (OSError, ValueError):
-        return None
-    return None
 
 
 def _seed_value(leaf, sock: TcpSocket, listen_ports: set[int]):

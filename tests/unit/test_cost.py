@@ -67,3 +67,15 @@ def test_the_priciest_running_probe_goes_first():
     assert most_expensive(costs, ["http", "redis", TLS]) == "redis"
     assert most_expensive(costs, ["http", TLS]) in ("http", TLS)
     assert most_expensive(costs, []) is None
+
+
+def test_a_probe_with_its_own_program_gets_its_kernel_time_and_kernel_events():
+    meter = CostMeter()
+    meter.update(0, {"socket": 0, "tls": 0, "cpu": 0}, {"http": 0, TLS: 0}, TLS, 0, {"cpu": 0})
+    costs = meter.update(
+        0, {"socket": 0, "tls": 0, "cpu": S // 100}, {"http": 0, TLS: 0}, TLS, S, {"cpu": 20_000}
+    )
+
+    assert costs.probes["cpu"].cpu_percent == pytest.approx(1.0)
+    assert costs.probes["cpu"].events_per_s == 20_000
+    assert costs.probes["http"].cpu_percent == 0
