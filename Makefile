@@ -9,7 +9,9 @@ ARCH := $(shell dpkg --print-architecture 2>/dev/null || echo amd64)
 # chromium: the Celery worker prints incident reports to PDF with it (obsweb/incidents/report/pdf.py).
 APT_RUN := python3-venv python3-bpfcc bpfcc-tools redis-server redis-tools iproute2 procps chromium
 # poppler-utils: pdftoppm, which the report tests render PDF pages with.
-APT_TEST := nginx wrk curl bpftool openssl postgresql mariadb-server mariadb-client poppler-utils
+# prometheus: tests/test_prometheus_scrape.py runs its own /usr/bin/prometheus against /metrics.
+# nftables: tests/test_kernel_resources.py drops packets on a veth pair to cause retransmits.
+APT_TEST := nginx wrk curl bpftool openssl postgresql mariadb-server mariadb-client poppler-utils prometheus nftables
 STAMP := .local/stamps
 
 .PHONY: run test lint bench deps test-deps kernel migrate admin clean

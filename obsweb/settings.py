@@ -199,6 +199,21 @@ ROLLUP_RETENTION_DAYS = envint("ROLLUP_RETENTION_DAYS", 7)
 # Request samples kept per endpoint per minute besides every error and every slow request.
 SAMPLES_PER_ENDPOINT_MINUTE = envint("SAMPLES_PER_ENDPOINT_MINUTE", 5)
 SLOW_REQUEST_MS = envint("SLOW_REQUEST_MS", 1000)
+# Optional OTLP export from the ingester (obsweb/telemetry/otel_export.py), on when
+# OTEL_EXPORTER_OTLP_ENDPOINT or a signal's endpoint is set. The batch span processor's standard
+# variables size its queue (spans; the rest are dropped and counted), its batches, how often a
+# partial batch leaves (ms) and how long shutdown waits for the queue to drain (ms). The queue
+# holds one full read of the stream (50 entries of up to 1000 records, committed at once) with room
+# to spare: a smaller one drops spans in every burst (measured: 10 % at 20k in bench/otel_export.py).
+OTEL_BSP_MAX_QUEUE_SIZE = envint("OTEL_BSP_MAX_QUEUE_SIZE", 60_000)
+OTEL_BSP_MAX_EXPORT_BATCH_SIZE = envint("OTEL_BSP_MAX_EXPORT_BATCH_SIZE", 512)
+OTEL_BSP_SCHEDULE_DELAY = envint("OTEL_BSP_SCHEDULE_DELAY", 1000)
+OTEL_BSP_EXPORT_TIMEOUT = envint("OTEL_BSP_EXPORT_TIMEOUT", 30_000)
+if min(OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE, OTEL_BSP_SCHEDULE_DELAY) < 1:
+    raise ImproperlyConfigured(
+        "OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE and OTEL_BSP_SCHEDULE_DELAY "
+        "must be at least 1"
+    )
 # A host is up while its agent's last heartbeat (every 2 s) is younger than HOST_STALE_AFTER_S,
 # stale until HOST_DOWN_AFTER_S, down after that (obsweb.fleet.models.Host.status): a killed
 # worker's host reads down within 15 s (issue 6), one that stops cleanly at once.
@@ -208,6 +223,33 @@ if not 0 < HOST_STALE_AFTER_S < HOST_DOWN_AFTER_S:
     raise ImproperlyConfigured(
         f"HOST_STALE_AFTER_S ({HOST_STALE_AFTER_S}) must be above 0 and below "
         f"HOST_DOWN_AFTER_S ({HOST_DOWN_AFTER_S})"
+    )
+
+
+def _metrics_token() -> str | None:
+    """The bearer token Prometheus scrapes GET /metrics with (OBSWEB_METRICS_TOKEN or its _FILE);
+    None when unset, and then only a staff session may read /metrics."""
+    token = envsecret("OBSWEB_METRICS_TOKEN") or None
+    if token is None:
+        return None
+    if len(token) < 16 or not token.isascii() or not token.isprintable() or " " in token:
+        raise ImproperlyConfigured(
+            "OBSWEB_METRICS_TOKEN must be at least 16 printable ASCII characters without spaces, "
+            "e.g. the output of `openssl rand -hex 32`"
+        )
+    return token
+
+
+OBSWEB_METRICS_TOKEN = _metrics_token()
+# Caps on GET /metrics series (obsweb/telemetry/cumulative.py, obsweb/telemetry/prometheus.py):
+# label sets (route or operation, method, status code) per service before new ones fold into
+# "other"; then the services and the edges exposed per scrape, the busiest, the rest left out.
+METRICS_MAX_SERIES_PER_SERVICE = envint("METRICS_MAX_SERIES_PER_SERVICE", 100)
+METRICS_MAX_SERVICES = envint("METRICS_MAX_SERVICES", 500)
+METRICS_MAX_EDGES = envint("METRICS_MAX_EDGES", 2000)
+if min(METRICS_MAX_SERIES_PER_SERVICE, METRICS_MAX_SERVICES, METRICS_MAX_EDGES) < 1:
+    raise ImproperlyConfigured(
+        "METRICS_MAX_SERIES_PER_SERVICE, METRICS_MAX_SERVICES and METRICS_MAX_EDGES must be at least 1"
     )
 
 LOGGING = {

@@ -222,6 +222,59 @@ def flow(**attrs) -> dict:
     return record
 
 
+def health(**attrs) -> dict:
+    """The tcp probe's health record of one troubled connection: nginx's side of a call to shop-api."""
+    record = flow(**{"flow.event": "health", "flow.retransmits": 2, "flow.resets_sent": 0,
+                     "flow.resets_received": 1, "flow.failure": None, "flow.rtt_us": 1500})  # fmt: skip
+    for key in ("flow.bytes_sent", "flow.bytes_received", "flow.duration_ns", "flow.requests"):
+        del record[key]
+    record.update(attrs)
+    return record
+
+
+def resource(**attrs) -> dict:
+    """shop-api's use of host h1 over a 10 s interval, as the cpu and disk probes report it."""
+    record = {
+        "kind": "resource",
+        "host": "h1",
+        "ts": T0 + 10 * 10**9,
+        "resource.scope": "service",
+        "service.name": "shop-api",
+        "resource.interval_ns": 10 * 10**9,
+        "process.count": 2,
+        "process.cpu.time_ns": 3 * 10**9,  # 30 % of one core over 10 s
+        "sched.runq.wait_ns": 40_000_000,
+        "sched.runq.waits": 20,
+        "sched.runq.wait_max_ns": 9_000_000,
+        "process.memory.rss_bytes": 100 * 2**20,
+        "network.bytes_sent": 1000,
+        "network.bytes_received": 4000,
+        "disk.read_bytes": 8192,
+        "disk.write_bytes": 4096,
+        "disk.read_ops": 2,
+        "disk.write_ops": 1,
+        "disk.wait_ns": 3_000_000,
+    }
+    record.update(attrs)
+    return record
+
+
+def host_resource(**attrs) -> dict:
+    """Host h1 as a whole over the same interval."""
+    record = resource(
+        **{
+            "resource.scope": "host",
+            "process.cpu.time_ns": 12 * 10**9,
+            "system.memory.total_bytes": 8 * 2**30,
+            "system.memory.available_bytes": 5 * 2**30,
+            "system.cpu.count": 2,
+        }
+    )
+    del record["service.name"], record["process.memory.rss_bytes"], record["process.count"]
+    record.update(attrs)
+    return record
+
+
 def agent(**attrs) -> dict:
     record = {
         "kind": "agent",

@@ -16,6 +16,7 @@ EDGE_KEYS = {
     "bytes",
     "rps",
     "target_external",
+    "tcp",  # TCP health of the pair: tests/test_api_resources.py
 }
 
 
@@ -106,6 +107,6 @@ def test_the_query_count_does_not_grow_with_the_number_of_edges(personas, django
     apply_records([client_request(ts=ts, **{"peer.service": f"svc-{i}"}) for i in range(30)])
     client = api_client(personas, "viewer", "token")
 
-    # token lookup, sums, histograms, services
-    with django_assert_max_num_queries(4):
+    # token lookup, sums, histograms, tcp health, services
+    with django_assert_max_num_queries(5):
         assert len(edges(client)) == 30

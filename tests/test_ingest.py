@@ -373,9 +373,10 @@ def test_skipped_records_are_logged_once_per_minute_with_their_reasons(stream, c
 
 
 def test_apply_records_stores_a_batch_without_redis(db):
-    applied = apply_records([request(), request(), agent(), {"kind": "resource", "host": "h1", "ts": T0}])
+    host_use = {"kind": "resource", "host": "h1", "ts": T0, "resource.scope": "host"}
+    applied = apply_records([request(), request(), agent(), host_use, {"kind": "flow", "flow.event": "open"}])
 
-    assert (applied.records, applied.request_records, applied.ignored) == (3, 2, 1)
+    assert (applied.records, applied.request_records, applied.ignored) == (4, 2, 1)
     assert applied.latest_request_ts == request()["ts"]
     assert rollup().count == 2
 

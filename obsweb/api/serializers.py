@@ -96,6 +96,19 @@ class EndpointList(serializers.Serializer):
     endpoints = EndpointSummary(many=True)
 
 
+class TcpHealthSummary(serializers.Serializer):
+    connections = serializers.IntegerField(help_text="Connections closed, as the callers saw them.")
+    failures = serializers.IntegerField(help_text="Connects that failed, whatever the reason.")
+    failures_refused = serializers.IntegerField()
+    failures_timeout = serializers.IntegerField()
+    retransmits = serializers.IntegerField(help_text="Segments retransmitted, by either end.")
+    resets_sent = serializers.IntegerField(help_text="RSTs sent by the end that reported them.")
+    resets_received = serializers.IntegerField(
+        help_text="RSTs received; with both ends traced, one reset counts as sent and as received."
+    )
+    rtt_ms = serializers.FloatField(allow_null=True, help_text="Mean smoothed RTT reported; null: none seen.")
+
+
 class EdgeSummary(serializers.Serializer):
     source = serializers.CharField()
     target = serializers.CharField()
@@ -107,10 +120,65 @@ class EdgeSummary(serializers.Serializer):
     rps = serializers.FloatField()
     total_ms = serializers.FloatField(help_text="The calls' durations added up: where callers spend time.")
     target_external = serializers.BooleanField()
+    tcp = TcpHealthSummary(
+        help_text="TCP health between source and target (the same on each protocol between them). A "
+        "pair with TCP trouble but no traffic shows as a tcp edge with 0 requests."
+    )
 
 
 class EdgeList(serializers.Serializer):
     edges = EdgeSummary(many=True)
+
+
+class ResourcesQuery(WindowQuery):
+    host = serializers.CharField(required=False, help_text="Only what was used on this host.")
+
+
+class ResourceAmounts(serializers.Serializer):
+    cpu_percent = serializers.FloatField(help_text="On-CPU time in % of one core, averaged over the window.")
+    cpu_seconds = serializers.FloatField()
+    runq_wait_avg_ms = serializers.FloatField(
+        allow_null=True, help_text="Mean time runnable but waiting for a CPU; null: no waits seen."
+    )
+    runq_wait_max_ms = serializers.FloatField()
+    net_bytes_sent = serializers.IntegerField(help_text="Bytes written to TCP sockets.")
+    net_bytes_received = serializers.IntegerField()
+    disk_read_bytes = serializers.IntegerField()
+    disk_write_bytes = serializers.IntegerField()
+    disk_ops = serializers.IntegerField(help_text="Block I/O operations, reads and writes.")
+    disk_wait_avg_ms = serializers.FloatField(allow_null=True, help_text="Mean time from issue to done.")
+
+
+class ServiceResources(ResourceAmounts):
+    name = serializers.CharField()
+    hosts = serializers.ListField(child=serializers.CharField())
+    rss_bytes = serializers.IntegerField(
+        allow_null=True, help_text="Highest resident memory on one host in the window; null: not read."
+    )
+
+
+class HostResources(ResourceAmounts):
+    name = serializers.CharField()
+    cpu_count = serializers.IntegerField(allow_null=True)
+    memory_total_bytes = serializers.IntegerField(allow_null=True)
+    memory_available_bytes = serializers.IntegerField(allow_null=True, help_text="Lowest in the window.")
+
+
+class ResourceList(serializers.Serializer):
+    services = ServiceResources(many=True)
+    hosts = HostResources(many=True, help_text="Each host as a whole: every process, traced or not.")
+
+
+class ResourceSeries(serializers.Serializer):
+    minutes = serializers.ListField(child=serializers.DateTimeField(), help_text="UTC, oldest first.")
+    cpu_percent = serializers.ListField(child=serializers.FloatField(allow_null=True))
+    rss_bytes = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    net_bytes_sent = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    net_bytes_received = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    disk_read_bytes = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    disk_write_bytes = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    disk_ops = serializers.ListField(child=serializers.IntegerField(allow_null=True))
+    runq_wait_avg_ms = serializers.ListField(child=serializers.FloatField(allow_null=True))
 
 
 class RequestList(serializers.Serializer):

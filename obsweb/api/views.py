@@ -15,7 +15,8 @@ from rest_framework.views import APIView
 from obsweb.api import serializers
 from obsweb.fleet import control, state
 from obsweb.fleet.models import Host
-from obsweb.telemetry import queries, traces
+from obsweb.telemetry import queries, traces, usage
+from obsweb.telemetry.models import Service
 from probes import schema
 
 ERRORS = {
@@ -80,6 +81,45 @@ class EdgeListView(APIView):
     def get(self, request):
         since, until = _query(serializers.WindowQuery, request)["window"]
         return Response({"edges": queries.edge_summaries(since, until)})
+
+
+class ResourceListView(APIView):
+    @extend_schema(
+        summary="CPU, memory, network and disk per service and per host in the window, busiest CPU first",
+        parameters=[serializers.ResourcesQuery],
+        responses={
+            200: serializers.ResourceList,
+            **ERRORS,
+            404: OpenApiResponse(serializers.Problem, description="No host of that name."),
+        },
+    )
+    def get(self, request):
+        query = _query(serializers.ResourcesQuery, request)
+        host = query.get("host")
+        if host is not None and not Host.objects.filter(name=host).exists():
+            raise NotFound(f"no host named {host!r}")
+        return Response(usage.resource_summaries(*query["window"], host=host))
+
+
+class ServiceResourcesView(APIView):
+    @extend_schema(
+        summary="A service's CPU, memory, network and disk per minute, summed over its hosts",
+        parameters=[
+            OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Service name."),
+            serializers.WindowQuery,
+        ],
+        responses={
+            200: serializers.ResourceSeries,
+            **ERRORS,
+            404: OpenApiResponse(serializers.Problem, description="No service of that name."),
+        },
+    )
+    def get(self, request, name: str):
+        since, until = _query(serializers.WindowQuery, request)["window"]
+        service = Service.objects.filter(name=name).first()
+        if service is None:
+            raise NotFound(f"no service named {name!r}")
+        return Response(usage.service_resource_series(service, since, until))
 
 
 class RequestListView(APIView):

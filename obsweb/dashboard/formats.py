@@ -43,6 +43,20 @@ def count(n: int | None) -> str:
     return DASH if n is None else f"{n:,}"
 
 
+def size(n: int | None) -> str:
+    """Bytes in binary units, three figures: `512 B`, `1.50 KiB`, `230 MiB`."""
+    if n is None:
+        return DASH
+    value, unit = float(n), "B"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(value) < 1024 or unit == "TiB":
+            break
+        value /= 1024
+    if unit == "B":
+        return f"{int(value)} B"
+    return f"{value:.3g} {unit}"
+
+
 def utc_time(when, now) -> str:
     """A moment in UTC, zone stated: `14:02:11 UTC` today (UTC), `2026-03-01 14:02 UTC` otherwise."""
     when, now = when.astimezone(UTC), now.astimezone(UTC)

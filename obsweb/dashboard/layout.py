@@ -31,6 +31,8 @@ COLOUR_STOPS = [
     (0.05, (227, 160, 8)),
     (0.20, (207, 34, 46)),
 ]
+# CPU (% of one core) -> colour, for the map's "colour by CPU": amber at half a core, red from one.
+CPU_COLOUR_STOPS = [(0.0, COLOUR_STOPS[0][1]), (50.0, COLOUR_STOPS[1][1]), (100.0, COLOUR_STOPS[2][1])]
 NO_DATA_COLOUR = "rgb(150, 158, 168)"
 
 
@@ -110,15 +112,24 @@ def node_size(requests: int, max_requests: int) -> float:
 
 def error_colour(error_rate: float | None) -> str:
     """`rgb(...)` from green (no errors) over amber (5 %) to red (20 % and more); grey without data."""
-    if error_rate is None:
+    return _scale_colour(error_rate, COLOUR_STOPS)
+
+
+def cpu_colour(cpu_percent: float | None) -> str:
+    """`rgb(...)` from green (idle) over amber (half a core) to red (a core and more); grey without data."""
+    return _scale_colour(cpu_percent, CPU_COLOUR_STOPS)
+
+
+def _scale_colour(value: float | None, stops: list) -> str:
+    if value is None:
         return NO_DATA_COLOUR
-    rate = max(0.0, error_rate)
-    for (lo, lo_rgb), (hi, hi_rgb) in zip(COLOUR_STOPS, COLOUR_STOPS[1:], strict=False):
-        if rate <= hi:
-            t = (rate - lo) / (hi - lo)
+    value = max(0.0, value)
+    for (lo, lo_rgb), (hi, hi_rgb) in zip(stops, stops[1:], strict=False):
+        if value <= hi:
+            t = (value - lo) / (hi - lo)
             r, g, b = (round(a + (b - a) * t) for a, b in zip(lo_rgb, hi_rgb, strict=True))
             return f"rgb({r}, {g}, {b})"
-    r, g, b = COLOUR_STOPS[-1][1]
+    r, g, b = stops[-1][1]
     return f"rgb({r}, {g}, {b})"
 
 
@@ -130,11 +141,23 @@ def edge_label(edge: dict) -> str:
     return label
 
 
-def service_map(services: list[dict], edges: list[dict]) -> dict:
-    """Nodes and arrows ready to draw, from `service_summaries` and `edge_summaries` rows.
+def tcp_trouble_label(tcp: dict | None) -> str:
+    """`3 retx, 1 rst, 2 failed`: the TCP trouble between two services, "" when there was none."""
+    if not tcp:
+        return ""
+    resets = tcp["resets_sent"] + tcp["resets_received"]
+    parts = [(tcp["retransmits"], "retx"), (resets, "rst"), (tcp["failures"], "failed")]
+    return ", ".join(f"{n} {what}" for n, what in parts if n)
 
-    One arrow per (caller, callee); each protocol between them is one line of its label.
+
+def service_map(services: list[dict], edges: list[dict], cpu: dict[str, float] | None = None) -> dict:
+    """Nodes and arrows ready to draw, from `service_summaries` and `edge_summaries` rows, and
+    each service's CPU (% of one core) for colouring by CPU.
+
+    One arrow per (caller, callee); each protocol between them is one line of its label, and the
+    pair's TCP trouble one more.
     """
+    cpu = cpu or {}
     nodes = _collect_nodes(services, edges)
     callers = defaultdict(list)
     for edge in edges:
@@ -159,6 +182,8 @@ def service_map(services: list[dict], edges: list[dict]) -> dict:
                 "error_rate": rate,
                 "size": node_size(node["requests"], busiest),
                 "colour": error_colour(rate),
+                "cpu_percent": cpu.get(name),
+                "cpu_colour": cpu_colour(cpu.get(name)),
             }
         )
     services = sum(not node["external"] for node in nodes.values())
@@ -197,6 +222,8 @@ def _arrows(edges: list[dict], positions: dict) -> list[dict]:
                 "y1": round(y1, 6),
                 "label_x": round(x0 + (x1 - x0) * along, 6),
                 "label_y": round(y0 + (y1 - y0) * along, 6),
+                "tcp": calls[0].get("tcp"),  # the pair's, the same on every protocol
+                "tcp_label": tcp_trouble_label(calls[0].get("tcp")),
             }
         )
     return arrows

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from obsweb.dashboard import host_views, views
+from obsweb.dashboard import host_views, resource_views, views
 
 app_name = "dashboard"
 urlpatterns = [
@@ -11,6 +11,7 @@ urlpatterns = [
     path("services/<path:name>/series.json", views.service_series, name="service-series"),
     path("services/<path:name>/", views.service_detail, name="service"),
     path("traces/<str:trace_id>/", views.trace_detail, name="trace"),
+    path("resources/", resource_views.resources_page, name="resources"),
     path("hosts/", host_views.hosts_page, name="hosts"),
     path("hosts/rows/", host_views.hosts_rows, name="hosts-rows"),
     path("hosts/probes/", host_views.set_probe, name="host-probe"),

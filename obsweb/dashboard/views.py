@@ -17,7 +17,7 @@ from obsweb.dashboard.constants import (
 )
 from obsweb.dashboard.overview import service_rows
 from obsweb.fleet.models import Host
-from obsweb.telemetry import queries, traces
+from obsweb.telemetry import queries, traces, usage
 from obsweb.telemetry.aggregate import EXTERNAL_PROTOCOL_TCP
 from obsweb.telemetry.models import Endpoint, Service
 from probes import schema
@@ -66,7 +66,11 @@ def service_map(request):
         start, end, live = _window(request)
     except queries.WindowError as exc:
         return render(request, "dashboard/map.html", {"window_error": str(exc)}, status=400)
-    drawing = layout.service_map(queries.service_summaries(start, end), queries.edge_summaries(start, end))
+    drawing = layout.service_map(
+        queries.service_summaries(start, end),
+        queries.edge_summaries(start, end),
+        cpu=usage.cpu_percent_by_service(start, end),
+    )
     context = _window_context(start, end, live) | {
         "service_map": drawing,
         "nothing_reported": not drawing["nodes"] and _nothing_reported(),
@@ -101,6 +105,9 @@ def service_detail(request, name):
         "callers": [edge for edge in edges if edge["target"] == name],
         "dependencies": dependencies,
         "bottleneck": _dominant_dependency(dependencies, endpoints),
+        "resource_charts": _resource_chart_data(usage.service_resource_series(service, start, end)),
+        "tcp_health": _tcp_health_rows(name, edges),
+        "queues": usage.queue_rates(start, end, service) if service.protocol in QUEUE_PROTOCOLS else None,
         "failing": [_sample_row(s) for s in queries.request_samples(error=True, **samples)],
         "slowest": [_sample_row(s) for s in queries.request_samples(slowest_first=True, **samples)],
         "live_config": {
@@ -152,6 +159,37 @@ def _chart_data(timeseries: dict) -> dict:
     return {"minutes": [m.strftime(CHART_MINUTE_FORMAT) for m in timeseries["minutes"]]} | {
         key: timeseries[key] for key in keys
     }
+
+
+QUEUE_PROTOCOLS = (schema.PROTO_KAFKA, schema.PROTO_REDIS)  # services whose page shows queue rates
+
+
+def _resource_chart_data(resources: dict) -> dict | None:
+    """The service's resource series for static/obsweb/service_resources.js; None when no record
+    came in the window (the cpu and disk probes off, or the service not running)."""
+    keys = [key for key in resources if key != "minutes"]
+    if all(value is None for key in keys for value in resources[key]):
+        return None
+    return {"minutes": [m.strftime(CHART_MINUTE_FORMAT) for m in resources["minutes"]]} | {
+        key: resources[key] for key in keys
+    }
+
+
+def _tcp_health_rows(name: str, edges: list[dict]) -> list[dict]:
+    """One row per caller or callee whose connections with this service the tcp probe saw:
+    connections, failed connects, retransmits, resets and RTT (the same on every protocol of a pair)."""
+    rows = {}
+    for edge in edges:
+        tcp = edge["tcp"]
+        if not (tcp["connections"] or tcp["failures"] or tcp["retransmits"] or tcp["resets_sent"]
+                or tcp["resets_received"] or tcp["rtt_ms"] is not None):  # fmt: skip
+            continue
+        upstream = edge["target"] == name
+        rows[edge["source"], edge["target"]] = tcp | {
+            "peer": edge["source"] if upstream else edge["target"],
+            "direction": "caller" if upstream else "callee",
+        }
+    return sorted(rows.values(), key=lambda row: (row["direction"], row["peer"]))
 
 
 def _with_target(row: dict) -> dict:

@@ -22,12 +22,13 @@ from django.db.models import Count
 from django.db.models.functions import TruncMinute
 
 from obsweb.fleet.models import AuditEntry, DroppedEvents, Host
-from obsweb.telemetry import histogram
+from obsweb.telemetry import histogram, tcp_health
 from obsweb.telemetry.bulk import fetch_in, insert_rows, update_rows
+from obsweb.telemetry.cumulative import Cumulative
 from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
 from obsweb.telemetry.paths import RecentSpans, Span, connection_key
 from obsweb.telemetry.records import (
-    NS_PER_S,
+    NS_PER_MINUTE,
     SkippedRecord,
     _amount,
     _error,
@@ -42,9 +43,9 @@ from obsweb.telemetry.records import (
     _ts,
     to_datetime,
 )
+from obsweb.telemetry.resources import Resources
 from probes import schema
 
-NS_PER_MINUTE = 60 * NS_PER_S
 EXTERNAL_PROTOCOL_TCP = "tcp"  # edges built from flow records
 
 SAMPLE_FIELDS = ["ts", "service", "endpoint", "host", "span_kind", "status_code", "error", "duration_ns",
@@ -103,7 +104,7 @@ class Applied:
     request_records: int = 0
     latest_request_ts: int | None = None
     skipped: Counter = field(default_factory=Counter)  # reason -> records
-    ignored: int = 0  # records deliberately not stored (resource, server-side flows)
+    ignored: int = 0  # records deliberately not stored (server-side close flows, unknown flow events)
     heartbeats: int = 0  # agent records applied to their hosts
     # Hosts whose worker should be told its desired state again (obsweb.fleet.control): it just
     # registered, or it reports a desired state that is not the database's (Redis lost the hash).
@@ -161,11 +162,15 @@ class Batch:
         self.kept: list[SampleCandidate] = []  # errors and slow requests: all of them
         self.reservoir: dict[tuple, list[SampleCandidate]] = {}  # (EndpointKey, minute_ns) -> a few
         self.agents: list[dict] = []
+        self.resources = Resources()
+        self.health = tcp_health.Health()
+        self.cumulative = Cumulative()  # totals since first seen, for GET /metrics
         self.applied = Applied()
         self._add = {
             (schema.KIND_REQUEST, schema.SPAN_SERVER): self._add_server_request,
             (schema.KIND_REQUEST, schema.SPAN_CLIENT): self._add_client_request,
             (schema.KIND_FLOW, schema.SPAN_CLIENT): self._add_client_flow,
+            (schema.KIND_FLOW, schema.SPAN_SERVER): self._add_server_flow,
         }
 
     def add(self, record: dict) -> None:
@@ -176,6 +181,8 @@ class Batch:
         try:
             if kind == schema.KIND_AGENT:
                 self._add_agent(record)
+            elif kind == schema.KIND_RESOURCE:
+                self._add_resource(record)
             else:
                 add = self._add.get((kind, record.get(schema.SPAN_KIND)))
                 if add is None:
@@ -232,6 +239,7 @@ class Batch:
             if query or summary:
                 self.queries.setdefault(endpoint, (query, summary))
         _tally(totals, x)
+        self.cumulative.add_server(endpoint, x.duration, x.count, x.status, x.error)
         self._note_request(x.ts)
 
         sample = self._candidate(r, x, endpoint)
@@ -247,6 +255,7 @@ class Batch:
         target = self._target(r, x.ts)
         self._service(x.service, x.ts, x.host)
         _tally(self._edge(x.ts, x.service, target, x.protocol), x)
+        self.cumulative.add_edge(x.service, target, x.protocol, x.duration, x.count, x.error)
         self._note_request(x.ts)
         # The caller's view of a failing or slow call is kept: for external callees it is the only one.
         # Other calls are kept as part of a sampled request's path (with `recent`), never alone.
@@ -282,6 +291,11 @@ class Batch:
         ts = _ts(r)
         source = _req_str(r, schema.SERVICE)
         host = _req_str(r, schema.HOST)
+        if r.get(schema.FLOW_EVENT) == schema.FLOW_EVENT_HEALTH:
+            trouble = tcp_health.read(r)
+            self._service(source, ts, host)
+            self.health.add(ts, source, self._target(r, ts), trouble)
+            return
         sent = _amount(r, schema.FLOW_BYTES_SENT)
         received = _amount(r, schema.FLOW_BYTES_RECEIVED)
         duration = _amount(r, schema.FLOW_DURATION_NS)
@@ -294,6 +308,30 @@ class Batch:
         totals.response_bytes += received
         totals.duration_sum_ns += duration
         histogram.add(totals.histogram, duration)
+        self.health.edge(ts, source, target).connections += 1
+
+    def _add_server_flow(self, r: dict) -> None:
+        """A server's health record (its close records are not stored: see _not_stored), on the
+        edge from its client: the client's service when resolved, else the client's address
+        (its port is ephemeral: one node per connection would flood the map)."""
+        ts = _ts(r)
+        target = _req_str(r, schema.SERVICE)
+        host = _req_str(r, schema.HOST)
+        trouble = tcp_health.read(r)
+        source = _opt_str(r, schema.PEER_SERVICE)
+        if source:
+            self._service(source, 0)
+        else:
+            source = _req_str(r, schema.CLIENT_ADDRESS, 200)
+            self._service(source, ts).external = True
+        self._service(target, ts, host)
+        self.health.add(ts, source, target, trouble)
+
+    def _add_resource(self, r: dict) -> None:
+        ts = r.get(schema.TS)
+        service = self.resources.add(r)
+        if service is not None:
+            self._service(service, ts, r[schema.HOST][:255])
 
     def _add_agent(self, r: dict) -> None:
         _ts(r)
@@ -329,11 +367,15 @@ class Batch:
             hosts = _ensure_hosts(
                 {h for seen in self.services.values() for h in seen.hosts}
                 | {r[schema.HOST][:255] for r in self.agents}
+                | self.resources.hosts()
             )
             services = self._write_services(hosts)
             endpoints = self._ensure_endpoints(services)
             self._write_rollups(services, endpoints)
             self._write_edges(services)
+            self.cumulative.write(services)
+            self.health.write(services)
+            self.resources.write(hosts, services)
             self._write_samples(services, endpoints)
             self._write_agents(hosts)
         return self.applied
@@ -572,12 +614,13 @@ def _tally(totals: Totals, x: Exchange) -> None:
 
 def _not_stored(kind, record: dict) -> bool:
     """Records that are valid but deliberately not stored (counted as ignored, not as skipped)."""
-    if kind == schema.KIND_RESOURCE:
-        return True  # no model holds per-service resource use yet
     if kind == schema.KIND_FLOW:
-        # Server-side flows: the client side of the same connection gives the edge when it is
-        # traced, and when only the server side is, its request records still count the traffic.
-        # Events other than close: the close event carries the connection's final totals.
+        # Server-side close flows: the client side of the same connection gives the edge when it
+        # is traced, and when only the server side is, its request records still count the traffic.
+        # Health events are stored from both ends (each sees its own retransmits and resets).
+        # Other events: the close event carries the connection's final totals.
+        if record.get(schema.FLOW_EVENT) == schema.FLOW_EVENT_HEALTH:
+            return False
         return (
             record.get(schema.SPAN_KIND) == schema.SPAN_SERVER
             or record.get(schema.FLOW_EVENT, schema.FLOW_EVENT_CLOSE) != schema.FLOW_EVENT_CLOSE

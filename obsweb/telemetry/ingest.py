@@ -14,6 +14,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis
 from django.db import DatabaseError, connection, transaction
@@ -25,6 +26,9 @@ from obsweb.telemetry.bulk import fetch_in
 from obsweb.telemetry.models import IngestedBatch
 from obsweb.telemetry.paths import RecentSpans
 from probes import schema
+
+if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when export is on
+    from obsweb.telemetry.otel_export import OtlpExport
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +76,10 @@ class Ingester:
         claim_idle_ms: int = 60_000,
         broadcast_interval_s: float = 1.0,
         skip_log_interval_s: float = 60.0,
+        otlp: "OtlpExport | None" = None,
     ):
         self.redis = client
+        self.otlp = otlp  # optional export of stored request records to an OTLP collector
         self.consumer = consumer
         self.read_count = read_count
         self.claim_idle_ms = claim_idle_ms
@@ -214,7 +220,13 @@ class Ingester:
             # The recent spans now hold this batch and think parts of it stored: start over.
             self.recent = RecentSpans()
             raise
+        if self.otlp:  # after the commit: only stored records leave, and a replayed entry not again
+            for _entry_id, records in fresh:
+                self.otlp.add(records)
         return applied, len(batches) - len(fresh)
+
+    def stats_line(self) -> str:
+        return f"{self.stats.line()}, {self.otlp.stats.line()}" if self.otlp else self.stats.line()
 
     def _ack(self, ids: list[str]) -> None:
         self.redis.xack(schema.RECORDS_STREAM, schema.INGEST_GROUP, *ids)

@@ -17,7 +17,8 @@ from django.db.models.functions import Cast
 from django.utils import timezone
 
 from obsweb.telemetry import histogram, series
-from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
+from obsweb.telemetry.aggregate import EXTERNAL_PROTOCOL_TCP
+from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service, TcpHealth
 from probes import schema
 
 DEFAULT_SINCE = "-15m"
@@ -251,6 +252,11 @@ def edge_summaries(since: datetime, until: datetime, service: Service | None = N
     hists = defaultdict(dict)
     for source, target, protocol, hist in _with_histograms(edges, "source_id", "target_id", "protocol"):
         histogram.merge(hists[source, target, protocol], hist)
+    sums = list(sums)
+    health = tcp_health(since, until, service)
+    # A pair with TCP trouble but no traffic (connects refused, say) still shows, as a tcp edge.
+    seen = {(row["source_id"], row["target_id"]) for row in sums}
+    sums += [_QUIET_TCP_EDGE | {"source_id": s, "target_id": t} for s, t in health.keys() - seen]
     ids = {row["source_id"] for row in sums} | {row["target_id"] for row in sums}
     services = Service.objects.in_bulk(ids)
     seconds = _covered_seconds(since, until)
@@ -269,10 +275,38 @@ def edge_summaries(since: datetime, until: datetime, service: Service | None = N
                 "total_ms": round(row["duration_ns"] / 1e6, 3),
                 "rps": round(row["requests"] / seconds, 3),
                 "target_external": target.external,
+                "tcp": health.get((row["source_id"], row["target_id"])) or NO_TCP_TROUBLE,
             }
         )
     rows.sort(key=lambda r: (-r["requests"], r["source"], r["target"], r["protocol"]))
     return rows
+
+
+_QUIET_TCP_EDGE = {"protocol": EXTERNAL_PROTOCOL_TCP, "requests": 0, "errors": 0, "bytes": 0,
+                   "duration_ns": 0}  # fmt: skip
+NO_TCP_TROUBLE = {"connections": 0, "failures": 0, "failures_refused": 0, "failures_timeout": 0,
+                  "retransmits": 0, "resets_sent": 0, "resets_received": 0, "rtt_ms": None}  # fmt: skip
+
+
+def tcp_health(since: datetime, until: datetime, service: Service | None = None) -> dict[tuple, dict]:
+    """(source id, target id) -> that pair's TCP health in the window (NO_TCP_TROUBLE's keys);
+    with `service`, only the pairs it is an end of. One query."""
+    health = TcpHealth.objects.filter(_in_window(since, until))
+    if service is not None:
+        health = health.filter(Q(source=service) | Q(target=service))
+    fields = [name for name in NO_TCP_TROUBLE if name != "rtt_ms"]
+    sums = health.values("source_id", "target_id").annotate(
+        **{name: Sum(name) for name in fields}, rtt_sum_us=Sum("rtt_sum_us"), rtt_samples=Sum("rtt_samples")
+    )
+    return {
+        (row["source_id"], row["target_id"]): {name: row[name] for name in fields}
+        | {"rtt_ms": _mean_ms(row["rtt_sum_us"] / 1000, row["rtt_samples"])}
+        for row in sums
+    }
+
+
+def _mean_ms(total_ms: float, n: int) -> float | None:
+    return round(total_ms / n, 3) if n else None
 
 
 def request_samples(

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from probes import schema
 
 NS_PER_S = 10**9
+NS_PER_MINUTE = 60 * NS_PER_S
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # A ts outside 2000..2100 is a corrupt record, and would overflow datetime well before 2**63.
 TS_MIN = 946_684_800 * NS_PER_S

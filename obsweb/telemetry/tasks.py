@@ -8,7 +8,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from obsweb.fleet.models import DroppedEvents
-from obsweb.telemetry.models import Edge, IngestedBatch, RequestSample, Rollup
+from obsweb.telemetry.models import Edge, IngestedBatch, RequestSample, ResourceUsage, Rollup, TcpHealth
 
 log = logging.getLogger(__name__)
 
@@ -18,8 +18,9 @@ INGESTED_BATCH_RETENTION = timedelta(days=2)
 
 @shared_task
 def prune_telemetry() -> dict[str, int]:
-    """Delete samples, rollups, edges, drop counts and replay markers older than their retention;
-    return the counts. Drop counts live as long as the rollups whose completeness they qualify."""
+    """Delete samples, rollups, edges, resource use, TCP health, drop counts and replay markers
+    older than their retention; return the counts. Drop counts live as long as the rollups whose
+    completeness they qualify."""
     now = timezone.now()
     rollups_before = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS)
     deleted = {
@@ -28,6 +29,8 @@ def prune_telemetry() -> dict[str, int]:
         ).delete()[0],
         "rollups": Rollup.objects.filter(minute__lt=rollups_before).delete()[0],
         "edges": Edge.objects.filter(minute__lt=rollups_before).delete()[0],
+        "resource_usage": ResourceUsage.objects.filter(minute__lt=rollups_before).delete()[0],
+        "tcp_health": TcpHealth.objects.filter(minute__lt=rollups_before).delete()[0],
         "dropped_events": DroppedEvents.objects.filter(at__lt=rollups_before).delete()[0],
         "ingested_batches": IngestedBatch.objects.filter(
             ingested_at__lt=now - INGESTED_BATCH_RETENTION

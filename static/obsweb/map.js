@@ -64,6 +64,7 @@
     lines.push("requests: " + count(n.requests) + " (" + fixed(n.rps, 2) + "/s)");
     lines.push("errors: " + (n.error_rate == null ? DASH : fixed(n.error_rate * 100, 2) + " %"));
     if (n.p99_ms != null) lines.push("p99: " + fixed(n.p99_ms, 1) + " ms");
+    if (n.cpu_percent != null) lines.push("CPU: " + fixed(n.cpu_percent, 1) + " % of a core");
     return lines.join("<br>");
   }
 
@@ -73,6 +74,12 @@
       lines.push(escapeHtml(c.protocol) + ": " + count(c.requests) + " requests, " + count(c.errors) +
         " errors, p99 " + fixed(c.p99_ms, 1) + " ms");
     });
+    var tcp = a.tcp;
+    if (tcp && (tcp.connections || a.tcp_label)) {
+      lines.push("TCP: " + count(tcp.connections) + " connections, " + count(tcp.failures) + " failed, " +
+        count(tcp.retransmits) + " retransmits, resets " + count(tcp.resets_sent) + " sent / " +
+        count(tcp.resets_received) + " received, RTT " + fixed(tcp.rtt_ms, 2) + " ms");
+    }
     return lines.join("<br>");
   }
 
@@ -108,7 +115,8 @@
   function arrowLabel(a) {
     return {
       x: a.label_x, y: a.label_y, xref: "x", yref: "y", showarrow: false,
-      text: a.calls.map(function (c) { return escapeHtml(c.label); }).join("<br>"),
+      text: a.calls.map(function (c) { return escapeHtml(c.label); })
+        .concat(a.tcp_label ? ["\u26a0 " + escapeHtml(a.tcp_label)] : []).join("<br>"),
       font: { size: 11, color: MUTED },
       bgcolor: HALO, borderpad: 1,
       hovertext: arrowHover(a),
@@ -189,6 +197,20 @@
 
   var traces = (arrows ? [] : [lineTrace]).concat(inlineLabels ? [] : [edgeDotTrace], [nodeTrace]);
   window.Plotly.newPlot(container, traces, layout, { displayModeBar: false, responsive: true });
+
+  // "Colour by": errors (the default) or CPU from the resource rollups; the legend follows.
+  var switcher = document.getElementById("map-colour");
+  if (switcher) {
+    switcher.addEventListener("change", function (event) {
+      var by = event.target.value;
+      var key = by === "cpu" ? "cpu_colour" : "colour";
+      window.Plotly.restyle(container, { "marker.color": [data.nodes.map(function (n) { return n[key]; })] },
+        [traces.indexOf(nodeTrace)]);
+      document.querySelectorAll("[data-colour-by]").forEach(function (item) {
+        item.hidden = item.getAttribute("data-colour-by") !== by;
+      });
+    });
+  }
 
   // A click on a node opens that service's page; on an edge's dot, the caller's dependencies
   // (its calls to the callee, with their latency and errors). Same window, ?since= kept.

@@ -17,6 +17,7 @@ register.filter("percent", formats.percent)
 register.filter("count", formats.count)
 register.filter("per_second", formats.per_second)
 register.filter("cpu", formats.cpu)
+register.filter("size", formats.size)
 
 # Error rates at or above the default alert rule (DESIGN.md: 5 %) read as bad.
 BAD_ERROR_RATE = 0.05

@@ -27,6 +27,22 @@ RECLAIM_EVERY_S = 30
 STATS_EVERY_S = 30
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
+# Any of these turns on OTLP export (obsweb/telemetry/otel_export.py reads the details).
+OTLP_ENDPOINT_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+)
+
+
+def otlp_from_environment():
+    """The OTLP export the environment asks for, or None; without an endpoint set the
+    OpenTelemetry SDK (0.3 s of imports) is not even loaded."""
+    if not any(os.environ.get(name) for name in OTLP_ENDPOINT_VARIABLES):
+        return None
+    from obsweb.telemetry import otel_export
+
+    return otel_export.from_environment()
 
 
 class Command(BaseCommand):
@@ -39,11 +55,17 @@ class Command(BaseCommand):
 
     def handle(self, *args, once: bool = False, **options):
         client = redis_client()
-        ingester = Ingester(client, consumer=f"{socket.gethostname()}-{os.getpid()}")
-        if once:
-            self._once(ingester)
-        else:
-            self._run(ingester)
+        otlp = otlp_from_environment()
+        ingester = Ingester(client, consumer=f"{socket.gethostname()}-{os.getpid()}", otlp=otlp)
+        try:
+            if once:
+                self._once(ingester)
+            else:
+                self._run(ingester)
+        finally:
+            if otlp:  # sends what is queued, waiting at most OTEL_BSP_EXPORT_TIMEOUT
+                otlp.shutdown()
+                log.info("OTLP export: %s", otlp.stats.line())
 
     def _once(self, ingester: Ingester) -> None:
         try:
@@ -58,7 +80,7 @@ class Command(BaseCommand):
         finally:
             ingester.broadcast_if_due(force=True)
             ingester.log_skips_if_due(force=True)
-        log.info("ingest --once: %s", ingester.stats.line())
+        log.info("ingest --once: %s", ingester.stats_line())
 
     def _run(self, ingester: Ingester) -> None:
         stopping = threading.Event()
@@ -71,7 +93,7 @@ class Command(BaseCommand):
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            log.info("stopped: %s", ingester.stats.line())
+            log.info("stopped: %s", ingester.stats_line())
 
     def _loop(self, ingester: Ingester, stopping: threading.Event) -> None:
         backoff = BACKOFF_FIRST_S
@@ -99,7 +121,7 @@ class Command(BaseCommand):
                 ingester.broadcast_if_due()
                 ingester.log_skips_if_due()
                 if now - stats_at >= STATS_EVERY_S:
-                    log.info("ingest: %s", ingester.stats.line())
+                    log.info("ingest: %s", ingester.stats_line())
                     stats_at = now
                 if backoff > BACKOFF_FIRST_S:
                     log.info("recovered: ingesting again")
