@@ -57,6 +57,7 @@ def pages(stack, the_shop) -> list[tuple[str, str]]:
     found = [
         ("overview", "/"),
         ("map", "/map/"),
+        ("resources", "/resources/"),
         ("service-frontend", f"/services/{FRONTEND}/"),
         ("service-api", "/services/api/"),
         ("service-postgres", f"/services/{quote(the_shop.postgres)}/"),

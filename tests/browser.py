@@ -21,6 +21,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # Tests reach loopback only: no DNS lookups (a name resolves to nothing) and no probes of
+    # Google's public DNS, which the service map would otherwise show as external peers.
+    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+    "--dns-over-https-mode=off",
+    "--disable-features=AsyncDns,DnsOverHttps",
 ]
 SHOTS = Path("/tmp/obsweb-shots")
 HOSTILE = "<img src=x onerror=window.__xss=1>"
