@@ -24,6 +24,22 @@ def redis_url():
 
 
 @pytest.fixture
+def stream(redis_url, settings, db):
+    """A Redis with an empty records stream, wired as the ingester's and the channel layer's (the
+    ingester broadcasts live updates)."""
+    import redis
+
+    settings.REDIS_URL = redis_url
+    settings.CHANNEL_LAYERS = {
+        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
+    }
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    yield client
+    client.close()
+
+
+@pytest.fixture
 def control_redis(settings, redis_url):
     """The web app's Redis (settings.REDIS_URL) pointed at the test server, emptied; a client on it
     that reads the control hashes as text."""

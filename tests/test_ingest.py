@@ -21,19 +21,6 @@ from probes import schema
 from tests.factories import MINUTE_NS, T0, agent, client_request, db_request, flow, request
 
 
-@pytest.fixture
-def stream(redis_url, settings, db):
-    """A Redis with an empty records stream, wired as the ingester's and the channel layer's."""
-    settings.REDIS_URL = redis_url
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
-    }
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
-
-
 def publish(client: redis.Redis, records: list[dict]) -> str:
     return client.xadd(schema.RECORDS_STREAM, {schema.RECORDS_FIELD: schema.pack_batch(records)}).decode()
 

@@ -4,7 +4,6 @@ import random
 from bisect import bisect_left
 
 import pytest
-import redis
 from django.core.exceptions import ImproperlyConfigured
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
@@ -28,19 +27,6 @@ EDGE = "obsweb_edge_request_duration_seconds"
 @pytest.fixture(autouse=True)
 def token(settings):
     settings.OBSWEB_METRICS_TOKEN = TOKEN
-
-
-@pytest.fixture
-def stream(redis_url, settings, db):
-    """A Redis with an empty records stream, wired as the ingester's and the channel layer's."""
-    settings.REDIS_URL = redis_url
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
-    }
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
 
 
 def scrape(client: Client | None = None, **headers) -> str:

@@ -21,19 +21,6 @@ NGINX_SPAN = "aaaaaaaaaaaaaaaa"
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
-@pytest.fixture
-def stream(redis_url, settings, db):
-    """An empty records stream; the channel layer on the same Redis (the ingester broadcasts)."""
-    settings.REDIS_URL = redis_url
-    settings.CHANNEL_LAYERS = {
-        "default": {"BACKEND": "channels_redis.core.RedisChannelLayer", "CONFIG": {"hosts": [redis_url]}}
-    }
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    yield client
-    client.close()
-
-
 @pytest.fixture(params=["grpc", "http/protobuf"])
 def receiver(request, monkeypatch):
     """A real receiver of the protocol, and the standard variables pointing the ingester at it."""
