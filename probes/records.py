@@ -181,7 +181,7 @@ class RecordBuilder:
         self.skipped += 1
         self.skip_reasons[reason] = self.skip_reasons.get(reason, 0) + 1
 
-    def _local_ends(self, pid: int, comm: bytes, laddr, raddr, role: int) -> dict | None:
+    def _local_ends(self, pid: int, comm: bytes | None, laddr, raddr, role: int) -> dict | None:
         local, remote = format_addr(laddr), format_addr(raddr)
         if remote is None:
             return None
@@ -190,7 +190,7 @@ class RecordBuilder:
         if role == ROLE_SERVER and server[1]:
             self.names.learn_server_port(pid, server[1])
         return {
-            schema.SERVICE: self.names.name_for(pid, comm.decode("utf-8", "replace")),
+            schema.SERVICE: self.names.name_for(pid, comm.decode("utf-8", "replace") if comm else ""),
             schema.SPAN_KIND: SPAN_KINDS.get(role, schema.SPAN_CLIENT),
             schema.SERVER_ADDRESS: server[0],
             schema.SERVER_PORT: server[1],
@@ -344,19 +344,11 @@ class RecordBuilder:
         if pid is None:
             self._skip("health event of a connection opened before the worker started")
             return None
-        server, client = (local, remote) if role == ROLE_SERVER else (remote, local)
         return {
             schema.KIND: schema.KIND_FLOW,
             schema.HOST: self.host,
             schema.TS: event.ts + self.clock_offset_ns,
-            schema.SERVICE: self.names.name_for(pid),
-            schema.SPAN_KIND: SPAN_KINDS[role],
-            schema.SERVER_ADDRESS: server[0],
-            schema.SERVER_PORT: server[1],
-            schema.CLIENT_ADDRESS: client[0],
-            schema.CLIENT_PORT: client[1],
-            schema.PEER_SERVICE: self.peer_service(*remote) if role == ROLE_CLIENT else None,
-            schema.PID: pid,
+            **self._local_ends(pid, None, event.laddr, event.raddr, role),
             schema.PROTOCOL: "tcp",
             schema.FLOW_EVENT: schema.FLOW_EVENT_HEALTH,
             schema.FLOW_FAILURE: FAILURES.get(event.failure),
