@@ -1,7 +1,8 @@
 """Who is on either end of a socket: service names for processes, owners of listening ports.
 
 A service is named, in order (DESIGN.md: Service identity): OTEL_SERVICE_NAME from the
-process environment; the container or systemd unit from its cgroup; the executable name
+process environment; the container or systemd unit from its cgroup (in a Kubernetes cluster, the
+pod's `<namespace>/<workload>`, probes/kubernetes.py); the executable name
 plus its lowest listening port; the bare executable name for processes that never listen.
 Everything is read from /proc and cached: these lookups run per new process, not per event.
 """
@@ -12,6 +13,8 @@ import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from probes import kubernetes
 
 PROC = Path("/proc")
 TCP_LISTEN = "0A"  # st column of /proc/net/tcp
@@ -161,10 +164,15 @@ def comm_of(pid: int, proc: Path = PROC) -> str | None:
 class ServiceNames:
     """Service name per process id, cached with a TTL."""
 
-    def __init__(self, sockets: SocketTable, proc: Path = PROC):
+    def __init__(self, sockets: SocketTable, proc: Path = PROC, pods: object = kubernetes.FROM_ENVIRONMENT):
         self.sockets = sockets
         self.proc = proc
-        self._cache: dict[int, tuple[float, str]] = {}  # pid -> (resolved at, name)
+        # In a cluster, containers are named `<namespace>/<workload>` (probes/kubernetes.py); None
+        # outside one, where names do not change.
+        self.pods: kubernetes.NodePods | None = (
+            kubernetes.node_pods() if pods is kubernetes.FROM_ENVIRONMENT else pods
+        )
+        self._cache: dict[int, tuple[float, str]] = {}  # pid -> (expires at, name)
         self._served_ports: dict[int, set[int]] = {}  # pid -> local ports it answered requests on
 
     def name_for(self, pid: int, comm: str = "") -> str:
@@ -173,9 +181,16 @@ class ServiceNames:
         thread's name is not its process's)."""
         cached = self._cache.get(pid)
         now = time.monotonic()
-        if cached and now - cached[0] < NAME_TTL_S:
+        if cached and now < cached[0]:
             return cached[1]
-        name = otel_service_name(pid, self.proc) or cgroup_service_name(pid, self.proc)
+        name, ttl = otel_service_name(pid, self.proc), NAME_TTL_S
+        if not name and self.pods is not None:
+            name, settled = self.pods.service_name(
+                _read(self.proc / str(pid) / "cgroup").decode("utf-8", "replace")
+            )
+            if not settled:  # its pod is being looked up: the container name for now, asked again soon
+                ttl = kubernetes.PENDING_NAME_TTL_S
+        name = name or cgroup_service_name(pid, self.proc)
         if not name:
             base = comm_of(pid, self.proc) or comm or f"pid-{pid}"
             # Forked servers (PostgreSQL backends) close the listening socket they were born
@@ -184,7 +199,7 @@ class ServiceNames:
             name = f"{base}:{min(ports)}" if ports else base
         if len(self._cache) > 50_000:  # pids churn; never grow without bound
             self._cache.clear()
-        self._cache[pid] = (now, name)
+        self._cache[pid] = (now + ttl, name)
         return name
 
     def learn_server_port(self, pid: int, port: int) -> None:
