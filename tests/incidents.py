@@ -1,4 +1,5 @@
-"""Helpers for the incident tests: rules, host heartbeats, and a real loopback webhook receiver."""
+"""Helpers for the incident tests: rules, host heartbeats, TCP traffic, and a real loopback webhook
+receiver."""
 
 import contextlib
 import importlib
@@ -12,6 +13,8 @@ from django.utils import timezone
 
 from obsweb.fleet.models import DroppedEvents, Host
 from obsweb.incidents.models import AlertRule
+from obsweb.telemetry.aggregate import apply_records
+from tests import factories
 
 ERROR_RULE = "Error rate above 5 %"  # installed by migration 0002_default_rules
 P99_RULE = "p99 latency above 5 s"
@@ -23,6 +26,25 @@ def ensure_default_rules() -> None:
     migration = importlib.import_module("obsweb.incidents.migrations.0002_default_rules")
     for rule in migration.DEFAULT_RULES:
         AlertRule.objects.get_or_create(name=rule["name"], defaults=rule)
+
+
+def tcp_traffic(
+    connections: int,
+    retransmits: int,
+    *,
+    seconds_ago: float = 5,
+    caller: str = "nginx",
+    callee: str | None = "shop-api",
+    **attrs,
+) -> None:
+    """`caller` closed `connections` connections to `callee` `seconds_ago`, and one of them
+    retransmitted `retransmits` times: through the real ingest path into TcpHealth. `attrs` go
+    into every record (`callee` None and a server.address: an external peer)."""
+    ends = {"service.name": caller, "peer.service": callee, "ts": factories.now_ns(seconds_ago)} | attrs
+    records = [factories.flow(**ends) for _ in range(connections)]
+    if retransmits:
+        records.append(factories.health(**ends | {"flow.retransmits": retransmits}))
+    apply_records(records)
 
 
 # Broadcasts go to an in-process channel layer: no Redis needed for what they announce.

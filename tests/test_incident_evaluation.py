@@ -1,6 +1,8 @@
 """What each alert metric reads from seeded rollups and heartbeats, table-driven: fires, stays
 quiet, or has no data (and says why)."""
 
+import importlib
+
 import pytest
 from django.utils import timezone
 
@@ -8,7 +10,9 @@ from obsweb.incidents import constants as c
 from obsweb.incidents import evaluation, measure
 from obsweb.incidents.models import AlertRule
 from obsweb.telemetry import histogram
+from obsweb.telemetry.aggregate import apply_records
 from obsweb.telemetry.models import Endpoint, Rollup, Service
+from tests.factories import health, now_ns
 from tests.incidents import (
     ERROR_RULE,
     IN_MEMORY_LAYER,
@@ -17,6 +21,7 @@ from tests.incidents import (
     heartbeat,
     only_rule,
     steady_minute,
+    tcp_traffic,
 )
 from tests.seed import current_minute, seed_sample, seed_service
 
@@ -218,15 +223,119 @@ def test_host_metrics_read_the_heartbeats(fields, host, fires):
     assert not rule.fires(readings["web-2"].value)
 
 
-def test_tcp_retransmits_have_no_data_and_the_rule_says_why():
-    heartbeat("web-1", seconds_ago=1)
-    rule = only_rule(metric=c.TCP_RETRANSMIT_RATE, threshold=1)
+TCP_RULE = {"metric": c.TCP_RETRANSMIT_RATE, "threshold": 10, "min_requests": 10}
+# (connections nginx closed to shop-api, retransmits, how long ago, expected value per 100 connections
+# for both ends: a number, None for no data, or "absent")
+TCP_CASES = {
+    "50 per 100 connections fire": ((20, 10, 5), 50.0),
+    "5 per 100 connections are quiet": ((20, 1, 5), 5.0),
+    "exactly the threshold is quiet": ((20, 2, 5), 10.0),
+    "more retransmits than connections pass 100": ((20, 40, 5), 200.0),
+    "10 connections are not more than 10": ((10, 10, 5), None),
+    "retransmits before the window do not count": ((20, 10, 7 * 60), "absent"),
+}
+
+
+@pytest.mark.parametrize(("traffic", "expected"), TCP_CASES.values(), ids=TCP_CASES.keys())
+def test_tcp_retransmits_read_the_tcp_health_of_both_ends(traffic, expected):
+    rule = only_rule(**TCP_RULE)
+    connections, retransmits, seconds_ago = traffic
+    tcp_traffic(connections, retransmits, seconds_ago=seconds_ago)
+
+    readings = {r.subject: r for r in measure.readings(rule, timezone.now())}
+
+    if expected == "absent":
+        assert readings == {}
+        return
+    assert set(readings) == {"nginx", "shop-api"}  # the caller's and the callee's edge alike
+    for reading in readings.values():
+        assert (reading.subject_kind, reading.requests) == (c.SUBJECT_SERVICE, connections)
+        if expected is None:
+            assert (reading.value, reading.note) == (None, "10 connections in 5 min, rule needs > 10")
+        else:
+            assert reading.value == pytest.approx(expected)
+        assert rule.fires(reading.value) == (expected is not None and expected > rule.threshold)
+
+
+def test_tcp_retransmits_add_up_a_services_edges_in_both_directions():
+    tcp_traffic(20, 2, caller="nginx", callee="shop-api")  # shop-api called: 10 per 100
+    tcp_traffic(30, 13, caller="shop-api", callee="postgres")  # shop-api calling: 43 per 100
+    rule = only_rule(**TCP_RULE)
+
+    readings = {r.subject: r.value for r in measure.readings(rule, timezone.now())}
+
+    assert readings == pytest.approx({"nginx": 10.0, "postgres": 100 * 13 / 30, "shop-api": 100 * 15 / 50})
+
+
+def test_retransmits_on_edges_without_counted_connections_are_left_out_and_said():
+    """A caller that is not traced closes no connection we see: its edge has retransmits (counted
+    by the server) but no connections, so dividing them by other edges' connections would lie."""
+    server_side = {"span.kind": "server", "service.name": "shop-api", "peer.service": None,
+                   "client.address": "10.0.0.7", "ts": now_ns(5), "flow.retransmits": 50}  # fmt: skip
+    apply_records([health(**server_side)])
+    rule = only_rule(**TCP_RULE, service=Service.objects.get(name="shop-api"))
+
+    (reading,) = measure.readings(rule, timezone.now())
+
+    assert (reading.subject, reading.value) == ("shop-api", None)
+    assert reading.note == (
+        "0 connections in 5 min, rule needs > 10 (50 retransmits on edges whose clients are not traced)"
+    )
+    tcp_traffic(20, 1, caller="nginx", callee="shop-api")
+    (reading,) = measure.readings(rule, timezone.now())
+    assert reading.value == pytest.approx(5.0)  # nginx's 20 connections, 1 retransmit; not 51
+
+
+def test_a_tcp_rule_for_one_service_reads_only_that_service_and_no_external_peer():
+    tcp_traffic(20, 10, caller="nginx", callee="shop-api")
+    tcp_traffic(20, 10, caller="shop-api", callee=None, **{"server.address": "1.2.3.4", "server.port": 443})
+    assert Service.objects.get(name="1.2.3.4:443").external
+
+    every = only_rule(**TCP_RULE)
+    assert [r.subject for r in measure.readings(every, timezone.now())] == ["nginx", "shop-api"]
+    every.delete()
+    nginx = only_rule(**TCP_RULE, service=Service.objects.get(name="nginx"))
+    assert [r.subject for r in measure.readings(nginx, timezone.now())] == ["nginx"]
+
+
+def test_a_tcp_rule_without_tcp_health_says_the_probe_may_be_off():
+    seed_service("checkout", requests=50)
+    rule = only_rule(**TCP_RULE)
 
     evaluation.evaluate()
 
     rule.refresh_from_db()
-    assert measure.readings(rule, timezone.now()) == []
-    assert (rule.last_state, rule.last_detail) == (c.RULE_NO_DATA, c.TCP_NOT_MEASURED)
+    assert (rule.last_state, rule.last_detail) == (c.RULE_NO_DATA, c.NO_DATA_NOTES[c.TCP_RETRANSMIT_RATE])
+    assert rule.last_detail == "no TCP health records in the window: is the tcp probe on?"
+
+
+def test_a_tcp_rule_says_what_it_measures():
+    rule = only_rule(**TCP_RULE)
+
+    assert rule.condition() == "TCP retransmits per 100 connections > 10 with > 10 connections in 5 min"
+    assert (rule.unit, rule.is_host_metric) == ("retransmits per 100 connections", False)
+    rule.threshold = 250  # no percentage: may pass 100
+    rule.full_clean()
+
+
+def test_the_migration_unscopes_and_disables_tcp_rules_that_watched_a_host():
+    """Before 0004 the TCP rule was a host metric (that never had data); a host's scope cannot
+    carry over to a per-service metric, so such a rule waits, disabled, for an admin."""
+    from django.apps import apps
+
+    migration = importlib.import_module("obsweb.incidents.migrations.0004_tcp_retransmits_per_connection")
+    host = heartbeat("web-1", seconds_ago=1)
+    AlertRule.objects.create(name="old", metric=c.TCP_RETRANSMIT_RATE, threshold=1, host=host)
+
+    migration.unscope_host_rules(apps, None)
+
+    old = AlertRule.objects.get(name="old")
+    assert (old.host, old.enabled, old.last_state) == (None, False, c.RULE_NO_DATA)
+    assert old.last_detail.startswith(
+        "was scoped to host web-1: TCP retransmits are now measured per service"
+    )
+    old.full_clean()  # a valid rule again
+    assert AlertRule.objects.get(name=ERROR_RULE).enabled  # other rules untouched
 
 
 def test_each_evaluation_notes_what_each_rule_found():
@@ -258,6 +367,7 @@ def test_the_default_rules_are_installed_by_the_migration():
         ({"metric": c.STATUS_SHARE, "status_codes": "5x"}, "status_codes", "5xx"),
         ({"metric": c.ERROR_RATE, "status_codes": "5xx"}, "status_codes", "only a status-code share"),
         ({"metric": c.ERROR_RATE, "threshold": 150}, "threshold", "between 0 and 100"),
+        ({"metric": c.TCP_RETRANSMIT_RATE, "host": "web-1"}, "host", "service metric"),
     ],
 )
 def test_a_rule_that_cannot_work_is_refused(fields, field, message):

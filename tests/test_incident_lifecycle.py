@@ -11,7 +11,15 @@ from obsweb.incidents import evaluation, lifecycle
 from obsweb.incidents.models import AlertRule, Incident, IncidentEvent
 from obsweb.incidents.tasks import evaluate_alerts
 from obsweb.telemetry.models import Rollup
-from tests.incidents import ERROR_RULE, IN_MEMORY_LAYER, P99_RULE, ensure_default_rules, heartbeat, only_rule
+from tests.incidents import (
+    ERROR_RULE,
+    IN_MEMORY_LAYER,
+    P99_RULE,
+    ensure_default_rules,
+    heartbeat,
+    only_rule,
+    tcp_traffic,
+)
 from tests.seed import seed_service
 
 pytestmark = pytest.mark.django_db
@@ -220,6 +228,59 @@ def test_a_host_going_down_opens_an_incident_for_the_host():
     incident = Incident.objects.get()
     assert (incident.subject_kind, incident.subject, incident.host.name) == (c.SUBJECT_HOST, "web-1", "web-1")
     assert "s without heartbeat" in incident.events.get().text
+
+
+TCP_RULE = {"metric": c.TCP_RETRANSMIT_RATE, "threshold": 10, "min_requests": 10, "name": "retransmits"}
+
+
+def test_edges_retransmitting_above_the_threshold_open_one_incident_per_service():
+    only_rule(**TCP_RULE)
+    tcp_traffic(20, 10, caller="nginx", callee="shop-api")  # 50 per 100 connections
+    tcp_traffic(40, 1, caller="worker", callee="queue")  # 2.5 per 100: below
+
+    for _ in range(3):
+        evaluate_alerts()
+
+    incidents = {i.subject: i for i in Incident.objects.all()}
+    assert sorted(incidents) == ["nginx", "shop-api"]  # both ends of the retransmitting edge
+    for incident in incidents.values():
+        assert (incident.subject_kind, incident.state, kinds(incident)) == (
+            c.SUBJECT_SERVICE,
+            c.OPEN,
+            [c.EVENT_OPENED],
+        )
+        (alert,) = incident.alerts.all()
+        assert (alert.rule_name, alert.last_value, alert.unit) == (
+            "retransmits",
+            50.0,
+            "retransmits per 100 connections",
+        )
+        assert "measured 50 retransmits per 100 connections" in incident.events.get().text
+
+
+def test_edges_retransmitting_below_the_threshold_open_nothing():
+    rule = only_rule(**TCP_RULE)
+    tcp_traffic(20, 2, caller="nginx", callee="shop-api")  # 10 per 100: not above 10
+
+    evaluation.evaluate()
+    evaluation.evaluate()
+
+    assert not Incident.objects.exists()
+    rule.refresh_from_db()
+    assert (rule.last_state, rule.last_detail) == (c.RULE_OK, "ok for nginx, shop-api")
+
+
+def test_a_tcp_incident_resolves_once_the_retransmits_age_out_of_the_window():
+    only_rule(**TCP_RULE)
+    tcp_traffic(20, 10)
+    t0 = timezone.now()
+    evaluation.evaluate(t0)
+
+    later = t0 + timedelta(minutes=7)  # the window no longer holds those minutes
+    evaluation.evaluate(later)
+    evaluation.evaluate(later + timedelta(seconds=GRACE_S))
+
+    assert set(Incident.objects.values_list("state", flat=True)) == {c.RESOLVED}
 
 
 def test_acknowledging_is_noted_once(personas):

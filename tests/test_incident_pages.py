@@ -240,14 +240,16 @@ def test_the_banner_is_hidden_without_open_incidents(as_viewer):
 
 
 def test_rules_are_listed_for_viewers_with_their_last_evaluation(as_viewer):
-    AlertRule.objects.create(name="retransmits", metric=c.TCP_RETRANSMIT_RATE, threshold=1)
+    AlertRule.objects.create(name="retransmits", metric=c.TCP_RETRANSMIT_RATE, threshold=1, min_requests=10)
     open_incident()
 
     html = as_viewer.get("/incidents/rules/").content.decode()
 
     assert "error rate (%) &gt; 5 with &gt; 10 requests in 5 min" in html
     assert "firing for checkout" in html
-    assert escape(c.TCP_NOT_MEASURED) in html
+    assert "TCP retransmits per 100 connections &gt; 1 with &gt; 10 connections in 5 min" in html
+    assert "no TCP health records in the window: is the tcp probe on?" in html
+    assert escape(c.TCP_RETRANSMITS_HELP) in html  # how it is measured, since segments are not counted
     assert "/incidents/rules/new/" not in html
 
 
@@ -275,6 +277,20 @@ def test_staff_create_a_rule(as_staff):
     assert (response.status_code, response["Location"]) == (302, "/incidents/rules/")
     rule = AlertRule.objects.get(name="checkout 5xx share")
     assert rule.condition() == "5xx share (%) > 20 with > 50 requests in 10 min"
+    assert rule.scope() == "service checkout"
+
+
+def test_staff_create_a_tcp_retransmit_rule_for_a_service(as_staff):
+    assert escape(c.TCP_RETRANSMITS_HELP) in as_staff.get("/incidents/rules/new/").content.decode()
+    form = {"name": "checkout retransmits", "metric": c.TCP_RETRANSMIT_RATE,
+            "service": seed_service("checkout").pk, "window_minutes": 5, "threshold": 150,
+            "min_requests": 20, "status_codes": "", "baseline": c.BASELINE_DAY, "enabled": "on"}  # fmt: skip
+
+    response = as_staff.post("/incidents/rules/new/", form)
+
+    assert response.status_code == 302
+    rule = AlertRule.objects.get(name="checkout retransmits")
+    assert rule.condition() == "TCP retransmits per 100 connections > 150 with > 20 connections in 5 min"
     assert rule.scope() == "service checkout"
 
 

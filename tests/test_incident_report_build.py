@@ -178,8 +178,10 @@ def test_the_json_validates_against_the_schema_in_the_repository(incident, witho
         ("checkout", "client", "SELECT orders"),
     ]
     assert document["slowest_requests"][0]["duration_ms"] == 900
-    assert document["tcp_health"] == {"measured": False, "note": contents.TCP_NOTE}
-    assert "not measured on this installation yet" in document["resource_use"]["note"]
+    assert (document["tcp_health"]["measured"], document["resource_use"]["measured"]) == (False, False)
+    assert document["tcp_health"]["note"].startswith(
+        "No TCP health records in the window: is the tcp probe on?"
+    )
     (host,) = document["hosts"]
     assert (host["name"], host["events_dropped_in_window"], host["probes"]["http"]["actual"]) == (
         "web-1",

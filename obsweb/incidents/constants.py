@@ -1,13 +1,16 @@
 """Names the incidents app shares between models, evaluation, views, consumers and templates."""
 
-# Metrics an alert rule can watch (AlertRule.metric). Service metrics read Rollup rows; host
-# metrics read Host heartbeats and DroppedEvents. Never raw request samples.
+# Metrics an alert rule can watch (AlertRule.metric). Service metrics read Rollup rows (TCP
+# retransmits: TcpHealth rows); host metrics read Host heartbeats and DroppedEvents. Never raw
+# request samples.
 ERROR_RATE = "error_rate"
 P50_LATENCY = "p50_ms"
 P90_LATENCY = "p90_ms"
 P99_LATENCY = "p99_ms"
 THROUGHPUT_DROP = "throughput_drop"
 STATUS_SHARE = "status_share"
+# Stored key kept from when it meant "% of segments": we count no segments, so it now measures
+# retransmits per 100 connections (TCP_RETRANSMITS_HELP).
 TCP_RETRANSMIT_RATE = "tcp_retransmit_rate"
 HOST_DOWN = "host_down"
 AGENT_DROPS = "agent_drops"
@@ -19,13 +22,14 @@ METRIC_CHOICES = [
     (P99_LATENCY, "p99 latency (ms)"),
     (THROUGHPUT_DROP, "throughput drop vs a baseline (%)"),
     (STATUS_SHARE, "status-code share (%)"),
-    (TCP_RETRANSMIT_RATE, "TCP retransmit rate (%)"),
+    (TCP_RETRANSMIT_RATE, "TCP retransmits per 100 connections"),
     (HOST_DOWN, "host down (s without heartbeat)"),
     (AGENT_DROPS, "agent dropping events (events)"),
 ]
-SERVICE_METRICS = (ERROR_RATE, P50_LATENCY, P90_LATENCY, P99_LATENCY, THROUGHPUT_DROP, STATUS_SHARE)
-HOST_METRICS = (HOST_DOWN, AGENT_DROPS, TCP_RETRANSMIT_RATE)
-PERCENT_METRICS = (ERROR_RATE, THROUGHPUT_DROP, STATUS_SHARE, TCP_RETRANSMIT_RATE)
+SERVICE_METRICS = (ERROR_RATE, P50_LATENCY, P90_LATENCY, P99_LATENCY, THROUGHPUT_DROP, STATUS_SHARE,
+                   TCP_RETRANSMIT_RATE)  # fmt: skip
+HOST_METRICS = (HOST_DOWN, AGENT_DROPS)
+PERCENT_METRICS = (ERROR_RATE, THROUGHPUT_DROP, STATUS_SHARE)  # TCP retransmits may pass 100 per 100
 LATENCY_QUANTILES = {P50_LATENCY: 0.5, P90_LATENCY: 0.9, P99_LATENCY: 0.99}
 UNITS = {
     ERROR_RATE: "%",
@@ -34,15 +38,22 @@ UNITS = {
     P99_LATENCY: "ms",
     THROUGHPUT_DROP: "% below baseline",
     STATUS_SHARE: "% of requests",
-    TCP_RETRANSMIT_RATE: "% of segments",
+    TCP_RETRANSMIT_RATE: "retransmits per 100 connections",
     HOST_DOWN: "s without heartbeat",
     AGENT_DROPS: "events dropped",
 }
-# Why a TCP retransmit rule never fires yet: said on the rules page and in every evaluation.
-TCP_NOT_MEASURED = (
-    "TCP retransmits are not measured on this installation yet (the tcp probe's flow records "
-    "carry no retransmit counts): this rule evaluates to no data"
+# What a service metric's minimum counts (AlertRule.min_requests): requests, unless named here.
+GATE_NOUNS = {TCP_RETRANSMIT_RATE: "connections"}
+# How the TCP retransmit rule measures, said on the rules page and the rule form.
+TCP_RETRANSMITS_HELP = (
+    "TCP retransmits per 100 connections: 100 × retransmits / connections over the TCP edges a service "
+    "is an end of, both directions, from the tcp probe's per-minute TCP health. Segments are not "
+    "counted, so this is no share of segments and may pass 100. Connections are counted where a "
+    "traced client closed them: an edge whose client is not traced (an external caller) has none and "
+    "is left out. The rule's minimum applies to connections."
 )
+# Why a rule read nothing at all, when its metric has a likelier reason than an idle window.
+NO_DATA_NOTES = {TCP_RETRANSMIT_RATE: "no TCP health records in the window: is the tcp probe on?"}
 
 # Throughput drop compares the window with the same window this long before (AlertRule.baseline).
 BASELINE_HOUR = "1h"

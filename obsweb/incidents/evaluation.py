@@ -51,19 +51,17 @@ def evaluate(now: datetime | None = None) -> Outcome:
 
 def _note_rule_state(rule: AlertRule, readings: list[measure.Reading], now: datetime) -> None:
     """What the rules page says about the rule: firing for whom, ok, or no data and why."""
-    if rule.metric == c.TCP_RETRANSMIT_RATE:
-        state, detail = c.RULE_NO_DATA, c.TCP_NOT_MEASURED
+    firing = [r.subject for r in readings if rule.fires(r.value)]
+    measured = [r for r in readings if r.value is not None]
+    if firing:
+        state, detail = c.RULE_FIRING, "firing for " + _names(firing)
+    elif measured:
+        state, detail = c.RULE_OK, f"ok for {_names([r.subject for r in measured])}"
     else:
-        firing = [r.subject for r in readings if rule.fires(r.value)]
-        measured = [r for r in readings if r.value is not None]
-        if firing:
-            state, detail = c.RULE_FIRING, "firing for " + _names(firing)
-        elif measured:
-            state, detail = c.RULE_OK, f"ok for {_names([r.subject for r in measured])}"
-        else:
-            state = c.RULE_NO_DATA
-            notes = [f"{r.subject}: {r.note}" for r in readings if r.note]
-            detail = "; ".join(notes[:MAX_DETAIL_SUBJECTS]) or "nothing to measure in the window"
+        state = c.RULE_NO_DATA
+        notes = [f"{r.subject}: {r.note}" for r in readings if r.note]
+        nothing = c.NO_DATA_NOTES.get(rule.metric, "nothing to measure in the window")
+        detail = "; ".join(notes[:MAX_DETAIL_SUBJECTS]) or nothing
     AlertRule.objects.filter(pk=rule.pk).update(last_evaluated_at=now, last_state=state, last_detail=detail)
 
 

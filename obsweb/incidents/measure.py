@@ -7,8 +7,14 @@ current, still-filling minute counts. A throughput drop compares whole minutes o
 complete minutes against the same N minutes an hour (or a day) before, so a half-filled minute
 never looks like a drop.
 
+TCP retransmits read TcpHealth rows (per minute, per caller and callee), over the same window:
+100 x retransmits / connections over every edge a service is an end of, either direction. Segments
+are not counted anywhere, so per connection is the honest denominator. Connections are counted
+from the clients' close records only, so an edge whose client is not traced (an external caller)
+has retransmits but no connections: it is left out rather than divided by someone else's.
+
 Host metrics read what the heartbeats left: Host.status() for host down, DroppedEvents for an
-agent dropping events. TCP retransmits have no data source yet: such a rule always reads no data.
+agent dropping events.
 """
 
 from collections import defaultdict
@@ -20,7 +26,7 @@ from django.db.models import Sum
 from obsweb.fleet.models import DroppedEvents, Host
 from obsweb.incidents import constants as c
 from obsweb.incidents.models import AlertRule
-from obsweb.telemetry import histogram
+from obsweb.telemetry import histogram, queries
 from obsweb.telemetry.models import Rollup, Service
 
 
@@ -32,7 +38,7 @@ class Reading:
     subject: str  # service or host name
     subject_id: int
     value: float | None
-    requests: int | None = None
+    requests: int | None = None  # connections, for TCP retransmits
     note: str = ""
 
 
@@ -47,7 +53,7 @@ class _Totals:
 def readings(rule: AlertRule, now: datetime) -> list[Reading]:
     """Every subject the rule watches that has something to say now."""
     if rule.metric == c.TCP_RETRANSMIT_RATE:
-        return []
+        return _tcp_retransmits(rule, now)
     if rule.metric == c.HOST_DOWN:
         return _host_down(rule, now)
     if rule.metric == c.AGENT_DROPS:
@@ -132,6 +138,55 @@ def _throughput_drop(rule: AlertRule, now: datetime) -> list[Reading]:
             continue
         drop = 100.0 * (1 - now_count / then)
         found.append(Reading(c.SUBJECT_SERVICE, names[service_id], service_id, drop, now_count))
+    return found
+
+
+@dataclass
+class _Tcp:
+    connections: int = 0
+    retransmits: int = 0
+    uncounted: int = 0  # retransmits on edges without counted connections
+
+
+def _tcp_totals(rule: AlertRule, now: datetime) -> dict[int, _Tcp]:
+    """Per service (external peers left out): its edges' connections and retransmits, both ways."""
+    since = now - timedelta(minutes=rule.window_minutes)
+    pairs = queries.tcp_health(since, now, rule.service if rule.service_id else None)
+    internal = set(
+        Service.objects.filter(id__in={end for pair in pairs for end in pair}, external=False).values_list(
+            "id", flat=True
+        )
+    )
+    if rule.service_id:
+        internal &= {rule.service_id}
+    totals: dict[int, _Tcp] = defaultdict(_Tcp)
+    for pair, tcp in pairs.items():
+        for service_id in internal.intersection(pair):  # a set: a service calling itself counts once
+            total = totals[service_id]
+            if tcp["connections"]:
+                total.connections += tcp["connections"]
+                total.retransmits += tcp["retransmits"]
+            else:
+                total.uncounted += tcp["retransmits"]
+    return totals
+
+
+def _tcp_retransmits(rule: AlertRule, now: datetime) -> list[Reading]:
+    """Retransmits per 100 connections of each service that had TCP health in the window."""
+    totals = _tcp_totals(rule, now)
+    names = dict(Service.objects.filter(id__in=totals).values_list("id", "name"))
+    found = []
+    for service_id, total in sorted(totals.items(), key=lambda item: names[item[0]]):
+        name = names[service_id]
+        if total.connections <= rule.min_requests:
+            note = f"{total.connections} connections in {rule.window_minutes} min"
+            note += f", rule needs > {rule.min_requests}"
+            if total.uncounted:
+                note += f" ({total.uncounted} retransmits on edges whose clients are not traced)"
+            found.append(Reading(c.SUBJECT_SERVICE, name, service_id, None, total.connections, note))
+            continue
+        value = 100.0 * total.retransmits / total.connections
+        found.append(Reading(c.SUBJECT_SERVICE, name, service_id, value, total.connections))
     return found
 
 

@@ -27,9 +27,10 @@ MAX_WINDOW_MINUTES = 24 * 60
 class AlertRule(models.Model):
     """When to open an incident: `metric` over the last `window_minutes` above `threshold`.
 
-    Service metrics need more than `min_requests` requests in the window; with fewer, the rule
-    has no data for that service and does not fire. A rule without a service watches every
-    service (each on its own); host metrics likewise watch one host or all.
+    Service metrics need more than `min_requests` requests in the window (TCP retransmits: more
+    than that many connections); with fewer, the rule has no data for that service and does not
+    fire. A rule without a service watches every service (each on its own); host metrics likewise
+    watch one host or all.
     """
 
     name = models.CharField(max_length=120, unique=True)
@@ -61,7 +62,7 @@ class AlertRule(models.Model):
     min_requests = models.PositiveIntegerField(
         default=0,
         help_text="Service metrics: evaluated only with more than this many requests in the window "
-        "(in the baseline window, for a throughput drop).",
+        "(in the baseline window, for a throughput drop; connections, for TCP retransmits).",
     )
     status_codes = models.CharField(
         max_length=3,
@@ -112,7 +113,7 @@ class AlertRule(models.Model):
             then = f", > {self.min_requests} requests then" if self.min_requests else ""
             return f"{text} in {self.window_minutes} min, against {self.get_baseline_display()}{then}"
         if self.metric in c.SERVICE_METRICS and self.min_requests:
-            text += f" with > {self.min_requests} requests"
+            text += f" with > {self.min_requests} {c.GATE_NOUNS.get(self.metric, 'requests')}"
         return f"{text} in {self.window_minutes} min"
 
     def scope(self) -> str:

@@ -188,7 +188,11 @@ def generate_report(request, incident_id: int):
 @login_required
 def rule_list(request):
     rules = AlertRule.objects.select_related("service", "host")
-    context = {"rules": rules, "may_change": control.may_change(request.user), "tcp_note": c.TCP_NOT_MEASURED}
+    context = {
+        "rules": rules,
+        "may_change": control.may_change(request.user),
+        "tcp_help": c.TCP_RETRANSMITS_HELP,
+    }
     return render(request, "incidents/rules.html", context)
 
 
@@ -203,7 +207,7 @@ def rule_edit(request, rule_id: int | None = None):
             f"Rule {saved.name!r} saved; it is evaluated within {settings.ALERT_EVALUATION_INTERVAL_S} s.",
         )
         return redirect("incidents:rules")
-    context = {"form": form, "rule": rule, "tcp_note": c.TCP_NOT_MEASURED}
+    context = {"form": form, "rule": rule, "tcp_help": c.TCP_RETRANSMITS_HELP}
     return render(request, "incidents/rule_form.html", context, status=400 if form.errors else 200)
 
 

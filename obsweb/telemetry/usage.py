@@ -1,4 +1,5 @@
-"""The read side of resource use (ResourceUsage) and of queue traffic, for the API and the dashboard.
+"""The read side of resource use (ResourceUsage), of TCP health per service (TcpHealth) and of queue
+traffic, for the API, the dashboard and incident reports.
 
 Shares the window rules of obsweb.telemetry.queries: a window holds every minute that overlaps it,
 and rates divide by the time those minutes cover up to now. CPU is in % of one core.
@@ -7,11 +8,11 @@ and rates divide by the time those minutes cover up to now. CPU is in % of one c
 from collections import defaultdict
 from datetime import UTC, datetime
 
-from django.db.models import Max, Min, Sum
+from django.db.models import F, Max, Min, Sum
 from django.utils import timezone
 
 from obsweb.telemetry import series
-from obsweb.telemetry.models import ResourceUsage, Rollup, Service
+from obsweb.telemetry.models import ResourceUsage, Rollup, Service, TcpHealth
 from obsweb.telemetry.queries import _covered_seconds, _in_window, _mean_ms
 from probes import schema
 
@@ -135,6 +136,51 @@ def cpu_by_service(services: list[str], since: datetime, until: datetime) -> dic
         if i is not None:
             lines[name][i] = round(100 * cpu / NS_PER_S / _minute_seconds(minute, now), 2)
     return {"minutes": minutes, "services": lines}
+
+
+TCP_COUNTS = ("connections", "failures", "failures_refused", "failures_timeout", "retransmits",
+              "resets_sent", "resets_received")  # fmt: skip
+_TCP_SUMS = (*TCP_COUNTS, "rtt_sum_us", "rtt_samples")
+
+
+def service_tcp_health(names: list[str], since: datetime, until: datetime) -> dict:
+    """TCP health of the named services, each over every edge it is an end of (calling or called):
+    {"minutes": [...], "totals": {name: {count: n, ..., "rtt_ms"}}, "series": {name: {count: [n per
+    minute], ..., "rtt_ms": [...]}}} with the counts of TCP_COUNTS. A minute without a row counts 0
+    (nothing closed, nothing went wrong) and has no RTT; a service without a row in the window is
+    absent (the tcp probe was off, or it made and took no connection). Two queries."""
+    minutes = series.minutes_between(since, until)
+    index = {minute: i for i, minute in enumerate(minutes)}
+    health = TcpHealth.objects.filter(_in_window(since, until))
+    sums = {f"sum_{name}": Sum(name) for name in _TCP_SUMS}
+    calling = health.filter(source__name__in=names).values("source__name", "minute").annotate(**sums)
+    # A service calling itself is one edge: counted once, as the caller.
+    called = (
+        health.filter(target__name__in=names)
+        .exclude(source=F("target"))
+        .values("target__name", "minute")
+        .annotate(**sums)
+    )
+    per_minute: dict[str, list[list[int]]] = {}
+    for rows, end in ((calling, "source__name"), (called, "target__name")):
+        for row in rows:
+            i = index.get(row["minute"].astimezone(UTC))
+            if i is None:
+                continue
+            slots = per_minute.setdefault(row[end], [[0] * len(_TCP_SUMS) for _ in minutes])
+            slots[i] = [have + row[f"sum_{name}"] for have, name in zip(slots[i], _TCP_SUMS, strict=True)]
+    out = {"minutes": minutes, "totals": {}, "series": {}}
+    for name, slots in per_minute.items():
+        columns = dict(zip(_TCP_SUMS, zip(*slots, strict=True), strict=True))
+        rtt_ms = [
+            _mean_ms(total_us / 1000, n)
+            for total_us, n in zip(columns["rtt_sum_us"], columns["rtt_samples"], strict=True)
+        ]
+        out["series"][name] = {count: list(columns[count]) for count in TCP_COUNTS} | {"rtt_ms": rtt_ms}
+        out["totals"][name] = {count: sum(columns[count]) for count in TCP_COUNTS} | {
+            "rtt_ms": _mean_ms(sum(columns["rtt_sum_us"]) / 1000, sum(columns["rtt_samples"]))
+        }
+    return out
 
 
 # Queue traffic read off request rollups (DESIGN.md: Records): Kafka requests name their topic;

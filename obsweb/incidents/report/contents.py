@@ -1,12 +1,13 @@
 """What an incident report says, as one JSON-ready dict (docs/schemas/incident-report.schema.json).
 
-Everything comes from rollups, edges, heartbeats and the few request samples shown, each query
-aggregated in the database or cut by a LIMIT, so memory stays bounded however many samples the
-incident left (tests/test_incident_report_build.py measures it with 100k).
+Everything comes from rollups, edges, TCP health, resource use, heartbeats and the few request
+samples shown, each query aggregated in the database or cut by a LIMIT, so memory stays bounded
+however many samples the incident left (tests/test_incident_report_build.py measures it with 100k).
 
 The report covers the incident with some context: from REPORT_BEFORE before it opened until
-REPORT_AFTER after it resolved (or now, while open). Rollups are per minute, so the window's
-numbers cover every minute that overlaps it.
+REPORT_AFTER after it resolved (or now, while open); TCP health and resource use (host_health.py)
+cover the same window. Rollups are per minute, so the window's numbers cover every minute that
+overlaps it.
 """
 
 from datetime import UTC, datetime, timedelta
@@ -18,26 +19,18 @@ from obsweb.fleet import state
 from obsweb.fleet.models import Host
 from obsweb.incidents import constants as c
 from obsweb.incidents.models import Incident
+from obsweb.incidents.report import host_health
 from obsweb.telemetry import queries, traces
 from obsweb.telemetry.models import RequestSample, Service
 from probes import schema
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: TCP health and resource use measured
 REPORT_BEFORE = timedelta(minutes=15)
 REPORT_AFTER = timedelta(minutes=5)
 TOP_REQUESTS = 10  # failing and slowest requests shown, each with its request path
 MAX_PATH_SPANS = 40  # spans of one request path shown
 MAX_CHARTED_SERVICES = 6
 MAX_AFFECTED_SERVICES = 50
-NOT_MEASURED = "not measured on this installation yet"
-TCP_NOTE = (
-    f"TCP health (retransmits, resets, RTT) is {NOT_MEASURED}: the tcp probe's flow records carry "
-    "no retransmit or reset counts so far."
-)
-RESOURCE_NOTE = (
-    f"Resource use (CPU per service, memory, network and disk I/O) is {NOT_MEASURED}: no probe "
-    "sends resource records so far."
-)
 ROLE_SUBJECT = "subject"
 ROLE_CALLER = "caller"
 ROLE_CALLEE = "callee"
@@ -69,7 +62,11 @@ def build(incident: Incident, progress=lambda percent, step: None) -> dict:
     progress(40, "collecting failing and slowest requests with their paths")
     failing = _requests(incident, since, until, error=True)
     slowest = _requests(incident, since, until, slowest_first=True)
-    progress(55, "reading probe state and drop counts")
+    progress(50, "reading probe state and drop counts")
+    hosts = _hosts(roles, incident, since, until, now)
+    progress(55, "reading TCP health and resource use")
+    tcp = host_health.tcp_health(roles, edges, MAX_CHARTED_SERVICES, since, until, hosts)
+    resources = host_health.resource_use(roles, MAX_CHARTED_SERVICES, since, until, hosts)
     return {
         "schema_version": SCHEMA_VERSION,
         "generated_at": _iso(now),
@@ -90,9 +87,9 @@ def build(incident: Incident, progress=lambda percent, step: None) -> dict:
         "charts": charts,
         "failing_requests": failing,
         "slowest_requests": slowest,
-        "tcp_health": {"measured": False, "note": TCP_NOTE},
-        "resource_use": {"measured": False, "note": RESOURCE_NOTE},
-        "hosts": _hosts(roles, incident, since, until, now),
+        "tcp_health": tcp,
+        "resource_use": resources,
+        "hosts": hosts,
         "limits": {
             "top_requests": TOP_REQUESTS,
             "path_spans": MAX_PATH_SPANS,

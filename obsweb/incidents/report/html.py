@@ -13,6 +13,22 @@ CSS = "obsweb/report.css"
 SCRIPTS = ("plotly/plotly.min.js", "obsweb/plot_text.js", "obsweb/map.js", "obsweb/report.js")
 MAP_SCRIPT = "obsweb/map.js"
 ASSET_MARKER = "/*obsweb-report-asset-{}*/"  # where a script goes; a JS comment, should it stay
+# The small charts per service of the TCP health and resource use sections: (kind report.js draws,
+# what it shows).
+TCP_CHARTS = [
+    ("tcp-connections", "TCP connections per minute"),
+    ("tcp-failures", "Failed connects per minute"),
+    ("tcp-retransmits", "Retransmits per minute"),
+    ("tcp-resets", "Resets sent and received per minute"),
+    ("tcp-rtt", "Mean RTT per minute"),
+]
+RESOURCE_CHARTS = [
+    ("cpu", "CPU in % of one core per minute"),
+    ("memory", "Resident memory per minute"),
+    ("network", "Network bytes sent and received per minute"),
+    ("disk", "Disk bytes read and written per minute"),
+    ("runq", "Mean run-queue wait per minute"),
+]
 
 
 def asset(name: str) -> bytes:
@@ -41,8 +57,12 @@ def render(contents: dict) -> bytes:
         "summary": summary,
         "figures": _figures(subject, summary["during_incident"]),
         "charts": contents["charts"],
+        "tcp_charts": TCP_CHARTS,
+        "resource_charts": RESOURCE_CHARTS,
         "chart_data": {
             "charts": contents["charts"],
+            "tcp": contents["tcp_health"]["charts"],
+            "resources": contents["resource_use"]["charts"],
             # The band the charts shade: the incident, from opening to resolution (or the report).
             "band": [incident["opened_at"], incident["resolved_at"] or contents["window"]["until"]],
         },
