@@ -47,6 +47,7 @@ class OverviewConsumer(LiveConsumer):
                 "services": event["services"],
                 "hosts": event["hosts"],
                 "warnings": event["warnings"],
+                "first_run": event.get("first_run"),
                 "latest_ts_ns": event["latest_ts_ns"],
                 "sent_at_ns": event["sent_at_ns"],
             }

@@ -5,15 +5,15 @@ import time
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
-from obsweb.dashboard import hosts
+from obsweb.dashboard import first_run, hosts
 from obsweb.dashboard.constants import HOSTS_GROUP, LIVE_WINDOW, OVERVIEW_GROUP
 from obsweb.dashboard.overview import service_rows
 from obsweb.telemetry import queries
 
 
 def broadcast_overview(latest_ts_ns: int | None) -> None:
-    """Send the services table, the hosts strip and the host warnings for the live window to every
-    open overview page.
+    """Send the services table, the hosts strip, the host warnings and, before the first service,
+    the getting-started checklist for the live window to every open overview page.
 
     One group_send per call (each costs ~1-2 ms on Redis), so the caller must rate-limit:
     the ingester calls this at most once per second, and tasks.refresh_live_overview every few
@@ -22,11 +22,14 @@ def broadcast_overview(latest_ts_ns: int | None) -> None:
     """
     since, until = queries.parse_window(LIVE_WINDOW, None)
     fleet = hosts.fleet_state(since, until, live=True)
+    services = service_rows(since, until)
     message = {
         "type": "overview.update",
-        "services": service_rows(since, until),
+        "services": services,
         "hosts": fleet["hosts"],
         "warnings": fleet["warnings"],
+        # The empty page's checklist, while there is nothing else to show (first_run.py).
+        "first_run": first_run.checklist() if not services and first_run.is_first_run() else None,
         "latest_ts_ns": latest_ts_ns,
         "sent_at_ns": time.time_ns(),
     }

@@ -7,7 +7,7 @@ from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
 
-from obsweb.dashboard import formats, hosts, layout
+from obsweb.dashboard import first_run, formats, hosts, layout
 from obsweb.dashboard.constants import (
     CHART_MINUTE_FORMAT,
     LIVE_WINDOW,
@@ -16,7 +16,6 @@ from obsweb.dashboard.constants import (
     SAMPLE_ROWS,
 )
 from obsweb.dashboard.overview import service_rows
-from obsweb.fleet.models import Host
 from obsweb.telemetry import queries, traces, usage
 from obsweb.telemetry.aggregate import EXTERNAL_PROTOCOL_TCP
 from obsweb.telemetry.models import Endpoint, Service
@@ -39,9 +38,9 @@ def _window_context(start, end, live) -> dict:
     return {"live": live, "window_start": start, "window_end": end, "live_window_label": LIVE_WINDOW_LABEL}
 
 
-def _nothing_reported() -> bool:
-    """True until the first host heartbeat or service arrives: the page then explains how to start."""
-    return not (Host.objects.exists() or Service.objects.exists())
+def _first_run(shown: bool) -> dict | None:
+    """The getting-started checklist while no service was ever recorded (first_run.py), else None."""
+    return first_run.checklist() if not shown and first_run.is_first_run() else None
 
 
 @login_required
@@ -54,7 +53,7 @@ def overview(request):
     context = _window_context(start, end, live) | {
         "services": services,
         "fleet": hosts.fleet_state(start, end, live=live),
-        "nothing_reported": not services and _nothing_reported(),
+        "first_run": _first_run(bool(services)),
         "live_config": {"live": live, "socket_path": OVERVIEW_SOCKET_PATH},
     }
     return render(request, "dashboard/overview.html", context)
@@ -73,7 +72,7 @@ def service_map(request):
     )
     context = _window_context(start, end, live) | {
         "service_map": drawing,
-        "nothing_reported": not drawing["nodes"] and _nothing_reported(),
+        "first_run": _first_run(bool(drawing["nodes"])),
     }
     return render(request, "dashboard/map.html", context)
 

@@ -18,6 +18,7 @@
   var hostList = document.getElementById("host-list");
   var hostsEmpty = document.getElementById("hosts-empty");
   var warningsBox = document.getElementById("fleet-warnings");
+  var firstRunTitle = document.getElementById("first-run-title");
 
   // Number formats mirror obsweb/dashboard/formats.py, so live rows read like server-rendered ones.
   function rate(v) { return v == null ? DASH : v.toFixed(2); }
@@ -127,6 +128,18 @@
     }
   }
 
+  // The empty page's checklist (templates/dashboard/_getting_started.html): ticks as the probe
+  // reports and sees events; the table replaces it with the first service.
+  function renderFirstRun(steps) {
+    if (!steps || !firstRunTitle) return;
+    firstRunTitle.textContent = steps.probe.ok ? "Waiting for the first services" : "No probe has reported yet";
+    ["probe", "events"].forEach(function (name) {
+      var item = document.getElementById("first-run-" + name);
+      item.textContent = steps[name].text;
+      item.className = "step " + (steps[name].ok ? "step-ok" : "step-waiting");
+    });
+  }
+
   // Times on the dashboard are UTC, zone stated (as the server renders them).
   function utcTime(date) {
     return date.toISOString().slice(11, 19) + " UTC";
@@ -138,6 +151,7 @@
     table.hidden = services.length === 0;
     empty.hidden = services.length !== 0;
     renderFleet(message);
+    renderFirstRun(message.first_run);
     updated.textContent = " · updated " + utcTime(new Date(message.sent_at_ns / 1e6));
   }
 
