@@ -1,6 +1,6 @@
 """Screenshots of every dashboard page, from the real stack tracing a known shop.
 
-    .venv/bin/python scripts/screenshots.py [--minutes 3] [--full-page] [--out DIR]
+    .venv/bin/python scripts/screenshots.py [--minutes 3] [--full-page] [--out DIR] [--demo]
 
 Needs root (the probe loads BPF programs), Debian's chromium and the test requirements. Starts
 the whole stack and the shop of tests/servers/shop.py (frontend -> api -> PostgreSQL and Redis),
@@ -9,10 +9,17 @@ sends it traffic for a few minutes so the per-minute charts have several points,
 page, for reviewing what is below the fold). Pages that do not exist in
 this checkout (a 404) are skipped and reported. The probe sees the whole host: other traffic
 running at the same time shows up in the pictures too.
+
+--demo shoots the demo shop of `make demo` instead (demo/run.py: web -> shop-api -> PostgreSQL and
+Redis, a stream worker, its own load and 5xx bursts), with Celery evaluating alert rules, so the
+pictures show what a new user sees; these are the README's "Five-minute tour".
 """
 
 import argparse
+import shutil
+import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -97,12 +104,49 @@ def shoot(stack, targets: list[tuple[str, str]], out: Path, full_page: bool) -> 
             print(f"saved {out / name}.png for {path}{status}", *problems, sep="\n  ")
 
 
+def demo_pages(stack, names: dict) -> list[tuple[str, str]]:
+    """(file name, path) of each page of the demo's stack, one slow web request's path included."""
+    found = [("overview", "/"), ("map", "/map/"), ("resources", "/resources/")]
+    found += [(f"service-{name}", f"/services/{quote(names[name], safe='')}/") for name in names]
+    slow = stack.api("/api/v1/requests", service=names["web"], min_duration_ms=50, limit=200)["requests"]
+    served = sorted((r for r in slow if r.get("span.kind") == "server"), key=lambda r: -r["duration_ns"])
+    if served:
+        found.append(("trace", f"/traces/{served[len(served) // 10]['trace_id']}/"))
+    incidents = stack.api("/api/v1/incidents")["incidents"]
+    found += [("incidents", "/incidents/")] + [("incident", f"/incidents/{i['id']}/") for i in incidents[:1]]
+    return found + [("hosts", "/hosts/")]
+
+
+def shoot_demo(args) -> None:
+    from tests.test_e2e_demo import SERVICES, start_celery, start_demo
+
+    demo_dir = Path(tempfile.mkdtemp(prefix="obsweb-demo-"))
+    demo_dir.chmod(0o755)  # the postgres user writes its cluster there
+    try:
+        with obsweb_stack() as stack:
+            stack.manage("shell", "-c", MAKE_ADMIN)
+            start_celery(stack)
+            demo, state = start_demo(stack, demo_dir)
+            print(f"stack on {stack.web}; the demo runs for {args.minutes:g} min")
+            time.sleep(args.minutes * 60)
+            names = {name: state["services"][name] for name in SERVICES}
+            shoot(stack, demo_pages(stack, names), args.out, args.full_page)
+            demo.send_signal(signal.SIGINT)
+            demo.wait(timeout=30)
+    finally:
+        shutil.rmtree(demo_dir, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--minutes", type=float, default=3, help="how long to send traffic first")
     parser.add_argument("--full-page", action="store_true", help="the whole page, not the first 900 px")
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to save (default {OUT})")
+    parser.add_argument("--demo", action="store_true", help="the demo shop of `make demo`, not the test shop")
     args = parser.parse_args()
+    if args.demo:
+        shoot_demo(args)
+        return
     with obsweb_stack() as stack, shop() as the_shop:
         stack.manage("shell", "-c", MAKE_ADMIN)
         print(f"stack on {stack.web}; sending traffic for {args.minutes:g} min")
