@@ -53,6 +53,25 @@ SECRET_KEY = _secret_key()
 DEBUG = envbool("DEBUG")
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "127.0.0.1,localhost").split(",")
 CSRF_TRUSTED_ORIGINS = [o for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o]
+# HTTPS (SECURITY.md: Deployment). `make run` serves plain http on 127.0.0.1, so secure-only
+# cookies, the redirect to https and HSTS follow OBSWEB_HTTPS=True: set it when users reach obsweb
+# over TLS, directly or through a proxy. `manage.py check --deploy` is clean with it
+# (tests/test_deploy_check.py).
+OBSWEB_HTTPS = envbool("OBSWEB_HTTPS")
+SECURE_SSL_REDIRECT = envbool("SECURE_SSL_REDIRECT", str(OBSWEB_HTTPS))
+SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain http; it tells nothing
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = OBSWEB_HTTPS
+# HSTS for a year; subdomains too (obsweb has a host name of its own, so that is its own subtree).
+# Not preloaded: the preload list binds a whole registrable domain for months and is hard to
+# leave, which is the domain owner's call, not obsweb's (hence security.W021 silenced below).
+SECURE_HSTS_SECONDS = envint("SECURE_HSTS_SECONDS", 31_536_000 if OBSWEB_HTTPS else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = envbool("SECURE_HSTS_INCLUDE_SUBDOMAINS", str(OBSWEB_HTTPS))
+SECURE_HSTS_PRELOAD = envbool("SECURE_HSTS_PRELOAD")
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Behind a TLS-terminating proxy that sets X-Forwarded-Proto (and overwrites a client's): opt in.
+# Trusting the header without such a proxy would let any client claim https.
+if envbool("OBSWEB_BEHIND_TLS_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
 INSTALLED_APPS = [
     "daphne",
@@ -199,6 +218,13 @@ ROLLUP_RETENTION_DAYS = envint("ROLLUP_RETENTION_DAYS", 7)
 # Request samples kept per endpoint per minute besides every error and every slow request.
 SAMPLES_PER_ENDPOINT_MINUTE = envint("SAMPLES_PER_ENDPOINT_MINUTE", 5)
 SLOW_REQUEST_MS = envint("SLOW_REQUEST_MS", 1000)
+# The ingester takes over stream entries another consumer left pending this long (it died), and
+# looks for them every INGEST_RECLAIM_INTERVAL_S; an entry still being written when taken over is
+# written once (IngestedBatch), so a short idle time costs only duplicate work.
+INGEST_CLAIM_IDLE_MS = envint("INGEST_CLAIM_IDLE_MS", 60_000)
+INGEST_RECLAIM_INTERVAL_S = envint("INGEST_RECLAIM_INTERVAL_S", 30)
+if min(INGEST_CLAIM_IDLE_MS, INGEST_RECLAIM_INTERVAL_S) < 1:
+    raise ImproperlyConfigured("INGEST_CLAIM_IDLE_MS and INGEST_RECLAIM_INTERVAL_S must be at least 1")
 # Optional OTLP export from the ingester (obsweb/telemetry/otel_export.py), on when
 # OTEL_EXPORTER_OTLP_ENDPOINT or a signal's endpoint is set. The batch span processor's standard
 # variables size its queue (spans; the rest are dropped and counted), its batches, how often a

@@ -28,7 +28,7 @@ from probes.programs.socket_trace import (
 )
 from probes.programs.tcp_stats import FAILURES, HealthEvent
 from probes.protocols import INVALID, NEED_MORE, OK, http1, kafka, mongodb, mysql, postgres, redis
-from probes.redact import DEFAULT_POLICY, Policy, redact_target, safe_text
+from probes.redact import DEFAULT_POLICY, Policy, mask_connection_credentials, redact_target, safe_text
 from probes.routes import normalize_route
 
 SPAN_KINDS = {ROLE_SERVER: schema.SPAN_SERVER, ROLE_CLIENT: schema.SPAN_CLIENT}
@@ -287,7 +287,7 @@ class RecordBuilder:
             fields = head and {
                 schema.HTTP_METHOD: head.method,
                 schema.URL_PATH: redact_target(head.target, self.redaction),
-                schema.HTTP_ROUTE: normalize_route(head.target),
+                schema.HTTP_ROUTE: normalize_route(mask_connection_credentials(head.target)),
                 schema.USER_AGENT: safe_text(head.headers.get("user-agent", ""), USER_AGENT_LIMIT),
                 TRACEPARENT_KEY: parse_traceparent(head.headers.get("traceparent")),
             }

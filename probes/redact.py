@@ -78,6 +78,12 @@ _UNSAFE_CHARS = dict.fromkeys(
     ]
 )
 _SCHEME_AND_AUTHORITY = re.compile(r"([A-Za-z][A-Za-z0-9+.\-]*://)([^/]*)")
+# The user and password of a URL-style connection string anywhere in captured text, plain or
+# percent-encoded: postgres://app:s3cret@db/x, redis://:s3cret@cache, postgres%3A%2F%2Fapp%3Ax%40db.
+# Userinfo holds no "/" (RFC 3986), so the match ends at the first "@" before any path.
+_CONNECTION_USERINFO = re.compile(
+    r"([A-Za-z][A-Za-z0-9+.\-]*(?:://|%3[Aa]%2[Ff]%2[Ff]))[^\s/?#@'\"`&]*?(@|%40)"
+)
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 9110 token
 _QUERY_KEY = re.compile(r"[^\s&=#]+")  # as it appears in a target, or percent-decoded
 # A command as probes.protocols.redis reads them (FT.SEARCH), or one subcommand of it in ACL's
@@ -269,6 +275,17 @@ def _json_type(value) -> str:
     return names.get(type(value), "a number")
 
 
+def mask_connection_credentials(text: str) -> str:
+    """`text` with the user and password of every URL-style connection string in it replaced by
+    REDACTED (`postgres://REDACTED@db/app`), percent-encoded ones too. Whatever a policy keeps
+    (a query value, SQL literals), connection-string passwords never leave the host."""
+    if not isinstance(text, str):
+        return ""
+    if "://" not in text and "%3a%2f%2f" not in text.lower():
+        return text  # the common case, without the regex pass
+    return _CONNECTION_USERINFO.sub(lambda m: f"{m.group(1)}{REDACTED}{m.group(2)}", text)
+
+
 def redact_target(target: str, policy: Policy = DEFAULT_POLICY) -> str:
     """A request target safe to store: the path as sent, every query value replaced by REDACTED
     unless the policy keeps its parameter's.
@@ -276,13 +293,15 @@ def redact_target(target: str, policy: Policy = DEFAULT_POLICY) -> str:
     `/a?x=1&flag#top` becomes `/a?x=REDACTED&flag`. Fragments are dropped (browsers do not send
     them, so one in a target is odd and may be anything), userinfo in an absolute-form target is
     masked, and a bare parameter that looks like an opaque id or token (`/reset?3f9a1c77e2b4d6f8`)
-    is masked too, since that is where some APIs put their secrets. At most MAX_TARGET_CHARS.
+    is masked too, since that is where some APIs put their secrets. Connection-string credentials
+    are masked anywhere, kept query values included (mask_connection_credentials). At most
+    MAX_TARGET_CHARS.
     """
     if not isinstance(target, str):
         return ""
     target = target.split("#", 1)[0]
     path, has_query, query = target.partition("?")
-    path = _mask_userinfo(path)
+    path = mask_connection_credentials(_mask_userinfo(path))
     if has_query:
         kept = policy.query_keys_kept
         path += "?" + "&".join(_redact_parameter(p, kept) for p in query.split("&"))
@@ -322,7 +341,7 @@ def _mask_userinfo(path: str) -> str:
 def _redact_parameter(parameter: str, kept: frozenset[str]) -> str:
     name, has_value, _ = parameter.partition("=")
     if kept and _query_key(name) in kept:
-        return parameter
+        return mask_connection_credentials(parameter)
     if looks_like_id(name):
         name = REDACTED
     return f"{name}={REDACTED}" if has_value else name

@@ -41,15 +41,15 @@ class SimulatedHost:
     ) -> subprocess.CompletedProcess:
         return subprocess.run(self.command(argv), env=env, capture_output=True, text=True, timeout=timeout)
 
-    def wait_for_port(self, port: int, timeout: float = 15.0) -> None:
-        """Until something listens on 127.0.0.1:port inside this host."""
-        probe = f"import socket; socket.create_connection(('127.0.0.1', {port}), timeout=1).close()"
+    def wait_for_port(self, port: int, timeout: float = 15.0, address: str = "127.0.0.1") -> None:
+        """Until something listens on address:port inside this host."""
+        probe = f"import socket; socket.create_connection(({address!r}, {port}), timeout=1).close()"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.run(["python3", "-c", probe], timeout=10).returncode == 0:
                 return
             time.sleep(0.2)
-        raise TimeoutError(f"nothing listens on port {port} in {self.name} after {timeout} s")
+        raise TimeoutError(f"nothing listens on {address}:{port} in {self.name} after {timeout} s")
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from django.core.paginator import Paginator
 from django.http import HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from obsweb.dashboard import hosts
 from obsweb.dashboard.constants import HOSTS_REFRESH_MS, HOSTS_SOCKET_PATH
@@ -179,6 +179,7 @@ def csv_safe(text: str) -> str:
     return "'" + text if text.startswith(CSV_FORMULA_STARTS) else text
 
 
+@require_http_methods(["GET", "POST"])
 @login_required
 def redaction_policy(request):
     """Everyone logged in sees the policy; staff change it (pushed to every host at once)."""

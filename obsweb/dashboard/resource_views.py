@@ -3,12 +3,14 @@ the busiest services over time, and queue traffic (produce and consume rates per
 
 from django.contrib.auth.decorators import login_required
 from django.shortcuts import render
+from django.views.decorators.http import require_GET
 
 from obsweb.dashboard.constants import CHART_MINUTE_FORMAT
 from obsweb.dashboard.views import _window, _window_context
 from obsweb.telemetry import queries, usage
 
 
+@require_GET
 @login_required
 def resources_page(request):
     try:

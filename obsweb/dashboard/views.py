@@ -6,6 +6,7 @@ from django.contrib.auth.decorators import login_required
 from django.http import JsonResponse
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.http import require_GET
 
 from obsweb.dashboard import first_run, formats, hosts, layout
 from obsweb.dashboard.constants import (
@@ -43,6 +44,7 @@ def _first_run(shown: bool) -> dict | None:
     return first_run.checklist() if not shown and first_run.is_first_run() else None
 
 
+@require_GET
 @login_required
 def overview(request):
     try:
@@ -59,6 +61,7 @@ def overview(request):
     return render(request, "dashboard/overview.html", context)
 
 
+@require_GET
 @login_required
 def service_map(request):
     try:
@@ -77,6 +80,7 @@ def service_map(request):
     return render(request, "dashboard/map.html", context)
 
 
+@require_GET
 @login_required
 def service_detail(request, name):
     service = Service.objects.filter(name=name).prefetch_related("hosts").first()
@@ -118,6 +122,7 @@ def service_detail(request, name):
     return render(request, "dashboard/service.html", context)
 
 
+@require_GET
 @login_required
 def service_series(request, name):
     """The live service page's charts and headline numbers, fetched when the ingester says
@@ -222,6 +227,7 @@ def _outcome(attrs: dict) -> str:
     return attrs.get(schema.ERROR_TYPE) or ("error" if attrs.get(schema.ERROR) else "")
 
 
+@require_GET
 @login_required
 def trace_detail(request, trace_id):
     """One request's path as a waterfall: the request, the calls it made, and theirs."""
@@ -289,6 +295,7 @@ def _bottleneck(path: list[traces.PathSpan]) -> dict | None:
     }
 
 
+@require_GET
 @login_required
 def endpoint_paths(request, name, endpoint_id):
     """Every path through one endpoint as a Sankey, from its recent sampled requests."""

@@ -17,7 +17,7 @@ from django.http import JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
 from obsweb.fleet import control
 from obsweb.incidents import constants as c
@@ -196,6 +196,7 @@ def rule_list(request):
     return render(request, "incidents/rules.html", context)
 
 
+@require_http_methods(["GET", "POST"])
 @staff_only
 def rule_edit(request, rule_id: int | None = None):
     rule = get_object_or_404(AlertRule, pk=rule_id) if rule_id is not None else None

@@ -25,6 +25,7 @@ from obsweb.fleet.models import AuditEntry, DroppedEvents, Host
 from obsweb.telemetry import histogram, tcp_health
 from obsweb.telemetry.bulk import fetch_in, insert_rows, update_rows
 from obsweb.telemetry.cumulative import Cumulative
+from obsweb.telemetry.listeners import Listeners
 from obsweb.telemetry.models import Edge, Endpoint, RequestSample, Rollup, Service
 from obsweb.telemetry.paths import RecentSpans, Span, connection_key
 from obsweb.telemetry.records import (
@@ -150,8 +151,9 @@ class Batch:
     its whole path: the calls it made and the callers that made it, on any service.
     """
 
-    def __init__(self, recent: RecentSpans | None = None):
+    def __init__(self, recent: RecentSpans | None = None, listeners: Listeners | None = None):
         self.recent = recent
+        self.listeners = listeners  # with it, calls to another host resolve to the service there
         self.arrived: list[Span] = []  # this batch's spans, in arrival order (with `recent`)
         self.samples_per_minute = settings.SAMPLES_PER_ENDPOINT_MINUTE
         self.slow_ns = settings.SLOW_REQUEST_MS * 1_000_000
@@ -206,13 +208,16 @@ class Batch:
         return seen
 
     def _target(self, record: dict, ts: int) -> str:
-        """The callee: the resolved peer service, else an external node named `address:port`."""
+        """The callee: the resolved peer service (by the caller's worker, else by `listeners`),
+        else an external node named `address:port`."""
         peer = _opt_str(record, schema.PEER_SERVICE)
+        address = _req_str(record, schema.SERVER_ADDRESS, 200) if not peer else ""
+        port = _req_int(record, schema.SERVER_PORT) if not peer else 0
+        if not peer and self.listeners is not None:
+            peer = self.listeners.service_at(address, port)
         if peer:
             self._service(peer, 0)  # exists as a service, but was not seen serving in this record
             return peer
-        address = _req_str(record, schema.SERVER_ADDRESS, 200)
-        port = _req_int(record, schema.SERVER_PORT)
         name = f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
         self._service(name, ts).external = True
         return name
@@ -231,6 +236,8 @@ class Batch:
             endpoint = (x.service, x.protocol, "", "", operation, target, query_hash(query))
 
         self._service(x.service, x.ts, x.host).protocol = x.protocol
+        if self.listeners is not None:
+            self.listeners.learn(r.get(schema.SERVER_ADDRESS), r.get(schema.SERVER_PORT), x.service)
         minute = x.ts - x.ts % NS_PER_MINUTE
         key = (minute, endpoint, x.status)
         totals = self.rollups.get(key)

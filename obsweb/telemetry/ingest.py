@@ -23,6 +23,7 @@ from obsweb.dashboard import live
 from obsweb.fleet import control
 from obsweb.telemetry.aggregate import Applied, Batch
 from obsweb.telemetry.bulk import fetch_in
+from obsweb.telemetry.listeners import Listeners
 from obsweb.telemetry.models import IngestedBatch
 from obsweb.telemetry.paths import RecentSpans
 from probes import schema
@@ -93,6 +94,7 @@ class Ingester:
         self._hosts_changed = False  # heartbeats written, not yet announced to the hosts page
         self._told_at: dict[str, float] = {}  # host -> when its worker was last told its state
         self.recent = RecentSpans()  # so a sampled request is stored with its whole path
+        self.listeners = Listeners()  # so a call to another host reaches the service there
 
     def ensure_group(self) -> None:
         try:
@@ -210,7 +212,7 @@ class Ingester:
                     fetch_in(IngestedBatch.objects.values_list("stream_id", flat=True), "stream_id", ids)
                 )
                 fresh = [(entry_id, records) for entry_id, records in batches if entry_id not in done]
-                batch = Batch(self.recent)
+                batch = Batch(self.recent, self.listeners)
                 for _entry_id, records in fresh:
                     for record in records:
                         batch.add(record)

@@ -29,7 +29,7 @@ import re
 from functools import lru_cache
 
 from probes import schema
-from probes.redact import CUT_MARKER, DEFAULT_POLICY, Policy, safe_text
+from probes.redact import CUT_MARKER, DEFAULT_POLICY, Policy, mask_connection_credentials, safe_text
 from probes.schema import PROTO_MYSQL, PROTO_POSTGRESQL
 
 MAX_QUERY_CHARS = 1024  # db.query.text as stored, the last one CUT_MARKER when cut
@@ -348,6 +348,8 @@ def query_fields(
     exchange (it runs in a later one)."""
     text = raw.decode("utf-8", errors="replace")
     query, summary, operation, table = normalize_query(text, dialect, policy.keeps_sql_literals)
+    if policy.keeps_sql_literals:
+        query = mask_connection_credentials(query)  # kept literals, but never a DSN's password
     if cut and query and not query.endswith(CUT_MARKER):
         query += CUT_MARKER
     if prepared_only:

@@ -1,6 +1,6 @@
 """A tiny HTTP/1.1 keep-alive backend for end-to-end tests: known routes, statuses and delays.
 
-    python tests/servers/http_backend.py PORT
+    python tests/servers/http_backend.py PORT [ADDRESS]
 
 GET /users/<id> -> 200; GET /slow -> 200 after SLOW_SECONDS; GET /chunked -> 200 in three chunks;
 HEAD /users/<id> -> 200 without a body; POST /boom -> 500 (after "100 Continue" when asked);
@@ -60,4 +60,5 @@ class Handler(BaseHTTPRequestHandler):
 
 
 if __name__ == "__main__":
-    ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Handler).serve_forever()
+    address = sys.argv[2] if len(sys.argv) > 2 else "127.0.0.1"  # another host's tests listen on a veth
+    ThreadingHTTPServer((address, int(sys.argv[1])), Handler).serve_forever()

@@ -7,13 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from probes.protocols.http1 import read_request_head
+from probes.protocols.sql import query_fields
 from probes.redact import (
     CUT_MARKER,
     MAX_TARGET_CHARS,
+    Policy,
     is_sensitive_header,
+    mask_connection_credentials,
     redact_target,
     safe_text,
 )
+from probes.routes import normalize_route
+from probes.schema import DB_QUERY_TEXT, PROTO_MYSQL, PROTO_POSTGRESQL
 
 CAPTURES = Path(__file__).resolve().parent.parent / "captures" / "http"
 
@@ -146,3 +151,67 @@ def test_safe_text_is_bounded_and_printable(value, limit):
 def test_no_exception_escapes_the_redactors(value):
     assert len(redact_target(value)) <= MAX_TARGET_CHARS
     assert is_sensitive_header(value) in (True, False)
+
+
+# --- connection strings: their passwords never leave the host, whatever a policy keeps -------------
+
+CONNECTION_STRINGS = [
+    ("postgres://app:s3cret@db:5432/shop", "postgres://REDACTED@db:5432/shop"),
+    ("postgresql://app:s3cret@db/shop?sslmode=require", "postgresql://REDACTED@db/shop?sslmode=require"),
+    ("redis://:s3cret@cache:6379/0", "redis://REDACTED@cache:6379/0"),
+    ("rediss://default:s3cret@cache", "rediss://REDACTED@cache"),
+    ("mysql+pymysql://root:s3cret@db/x", "mysql+pymysql://REDACTED@db/x"),
+    ("amqp://guest:s3cret@mq//", "amqp://REDACTED@mq//"),
+    ("postgres%3A%2F%2Fapp%3As3cret%40db%2Fshop", "postgres%3A%2F%2FREDACTED%40db%2Fshop"),
+    ("a postgres://app:s3cret@db and redis://:s3cret@c", "a postgres://REDACTED@db and redis://REDACTED@c"),
+    # No userinfo: nothing to mask.
+    ("postgres://db/shop", "postgres://db/shop"),
+    ("https://example.com/users/a@b", "https://example.com/users/a@b"),
+    ("/users/a@b.c", "/users/a@b.c"),
+]
+
+
+@pytest.mark.parametrize(("text", "masked"), CONNECTION_STRINGS)
+def test_it_masks_connection_string_credentials(text, masked):
+    assert mask_connection_credentials(text) == masked
+
+
+KEEPS_EVERYTHING = Policy(query_keys_kept=frozenset({"dsn", "url"}), sql_literals="keep")
+
+
+@pytest.mark.parametrize(
+    ("target", "redacted"),
+    [
+        ("/connect/postgres://app:s3cret@db/shop", "/connect/postgres://REDACTED@db/shop"),
+        ("/proxy/redis://:s3cret@cache:6379", "/proxy/redis://REDACTED@cache:6379"),
+        ("/x?dsn=postgres://app:s3cret@db/shop", "/x?dsn=postgres://REDACTED@db/shop"),
+        ("/x?dsn=postgres%3A%2F%2Fapp%3As3cret%40db", "/x?dsn=postgres%3A%2F%2FREDACTED%40db"),
+        ("/x?url=redis://:s3cret@cache&other=1", "/x?url=redis://REDACTED@cache&other=REDACTED"),
+    ],
+)
+def test_connection_passwords_leave_no_target_even_when_the_policy_keeps_the_value(target, redacted):
+    assert redact_target(target, KEEPS_EVERYTHING) == redacted
+    assert "s3cret" not in redact_target(target)
+
+
+def test_connection_passwords_leave_no_route():
+    route = normalize_route(mask_connection_credentials("/connect/postgres://app:s3cret@db/shop"))
+    assert "s3cret" not in route
+
+
+@pytest.mark.parametrize("dialect", [PROTO_POSTGRESQL, PROTO_MYSQL])
+@pytest.mark.parametrize("policy", [Policy(), KEEPS_EVERYTHING], ids=["mask", "keep"])
+def test_connection_passwords_leave_no_sql_text(dialect, policy):
+    sql = b"SELECT dblink_connect('postgres://app:s3cret@db/shop'), 'redis://:s3cret@cache'"
+    text = query_fields(sql, dialect, False, False, policy)[DB_QUERY_TEXT]
+    assert "s3cret" not in text
+    assert ("REDACTED@db" in text) == policy.keeps_sql_literals  # kept literals stay, minus the password
+
+
+@given(st.text(max_size=300))
+@settings(max_examples=300)
+def test_mask_connection_credentials_never_raises_and_keeps_text_without_userinfo(text):
+    masked = mask_connection_credentials(text)
+    assert isinstance(masked, str)
+    if "@" not in text and "%40" not in text:
+        assert masked == text

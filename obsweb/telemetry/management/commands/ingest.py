@@ -2,7 +2,7 @@
 
 Reads the records stream in the ingest consumer group until SIGTERM or SIGINT, which let the
 current batch finish; rides out Redis and database outages with a capped backoff; reclaims
-entries of dead consumers at start and every 30 s; logs its counters every 30 s.
+entries of dead consumers at start and every INGEST_RECLAIM_INTERVAL_S; logs its counters every 30 s.
 """
 
 import logging
@@ -23,7 +23,6 @@ from obsweb.telemetry.ingest import DatabaseUnavailable, Ingester
 log = logging.getLogger("obsweb.telemetry.ingest")
 
 BLOCK_MS = 1000
-RECLAIM_EVERY_S = 30
 STATS_EVERY_S = 30
 BACKOFF_FIRST_S = 0.5
 BACKOFF_MAX_S = 30.0
@@ -56,7 +55,12 @@ class Command(BaseCommand):
     def handle(self, *args, once: bool = False, **options):
         client = redis_client()
         otlp = otlp_from_environment()
-        ingester = Ingester(client, consumer=f"{socket.gethostname()}-{os.getpid()}", otlp=otlp)
+        ingester = Ingester(
+            client,
+            consumer=f"{socket.gethostname()}-{os.getpid()}",
+            claim_idle_ms=settings.INGEST_CLAIM_IDLE_MS,
+            otlp=otlp,
+        )
         try:
             if once:
                 self._once(ingester)
@@ -115,7 +119,7 @@ class Command(BaseCommand):
                     ingester.process(entries)
                     entries = []
                 now = time.monotonic()
-                if now - reclaimed_at >= RECLAIM_EVERY_S:
+                if now - reclaimed_at >= settings.INGEST_RECLAIM_INTERVAL_S:
                     ingester.reclaim()
                     reclaimed_at = now
                 ingester.broadcast_if_due()
