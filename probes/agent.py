@@ -146,7 +146,12 @@ class Agent:
 
     def apply_desired(self, rescan_tls: bool = True) -> None:
         """Attach what is wanted and switch each probe in the kernel; the TLS probe also needs the
-        socket program (the uprobes hand plaintext to its pairing)."""
+        socket program (the uprobes hand plaintext to its pairing).
+
+        The single-probe programs come first: compiling them takes seconds, and while they compile
+        the main loop drains nothing, so the socket program (whose attached state tells the world
+        the worker is tracing) is attached last, just before the loop drains it."""
+        self.apply_programs()
         want = any(self.running(p) for p in schema.PROBES)
         if want and not self.trace.attached:
             try:
@@ -163,7 +168,6 @@ class Agent:
         if self.trace.attached:
             self.trace.set_switches({slot: self.running(p) for p, slot in SOCKET_PROBE_SLOTS.items()})
         self.apply_tls(rescan_tls)
-        self.apply_programs()
 
     def apply_programs(self) -> None:
         """Attach each single-probe program while its probe runs; detach it (after taking what it

@@ -113,7 +113,8 @@ class Stack:
 
     def start_worker(self, host_name: str | None = None, cgroup: Path | None = None) -> subprocess.Popen:
         """A probe worker reporting as `host_name` (the stack's host by default), watching only
-        `cgroup` when given; returns once its socket program is attached and switched on."""
+        `cgroup` when given; returns once every probe it runs is attached (or reports why not):
+        traffic sent before that would be missed."""
         host_name = host_name or self.host_name
         metrics_port, health_port = free_port(), free_port()
         if host_name == self.host_name:
@@ -128,7 +129,7 @@ class Stack:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             probes = requests.get(f"http://127.0.0.1:{health_port}/healthz", timeout=5).json()["probes"]
-            if any(state["actual"] for state in probes.values()):
+            if all(state["actual"] or state["error"] or not state["desired"] for state in probes.values()):
                 return proc
             if probes["http"]["error"]:  # the socket program serves http: its error is the program's
                 raise RuntimeError(f"worker {host_name} could not attach: {probes['http']['error']}")

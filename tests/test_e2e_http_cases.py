@@ -64,7 +64,7 @@ def routes():
         assert status == "500"
 
         def all_counted():
-            endpoints = stack.api(f"/api/v1/services/{SERVICE}/endpoints")["endpoints"]
+            endpoints = stack.endpoints(SERVICE)  # [] until the service is first seen
             return by_route(endpoints) if sum(e["requests"] for e in endpoints) >= 10 else None
 
         found = wait_until(all_counted, "10 requests of the HTTP cases", stack)

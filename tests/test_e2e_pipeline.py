@@ -78,7 +78,7 @@ def traffic(stack, proxied):
         assert send(proxied, "GET", "/slow") == 200
 
     def all_counted():
-        endpoints = stack.api(f"/api/v1/services/{BACKEND}/endpoints")["endpoints"]
+        endpoints = stack.endpoints(BACKEND)  # [] until the service is first seen
         return endpoints if sum(e["requests"] for e in endpoints) >= 18 else None
 
     return wait_until(all_counted, "18 backend requests in the API", stack)

@@ -54,7 +54,6 @@ DIAL = (
     "except ConnectionRefusedError:\n"
     "    pass\n"
 ) + NAMED_LINGER
-PROBES = ("cpu", "disk", "tcp")
 
 
 class Watched:
@@ -84,15 +83,7 @@ def watched():
     cgroup.mkdir()
     try:
         with obsweb_stack(with_worker=False) as stack:
-            stack.start_worker(cgroup=cgroup)
-            # start_worker returns once the socket program runs; the cpu, disk and tcp programs
-            # compile after it, and a workload started before them would be missed.
-            wait_until(
-                lambda: all(stack.worker_health()["probes"][p]["actual"] for p in PROBES),
-                f"the {', '.join(PROBES)} probes attached",
-                stack,
-                timeout=90,
-            )
+            stack.start_worker(cgroup=cgroup)  # returns once the cpu, disk and tcp programs run too
             yield Watched(stack, cgroup)
     finally:
         empty_cgroup(cgroup)

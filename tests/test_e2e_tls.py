@@ -35,7 +35,7 @@ def test_curl_https_is_seen_in_plaintext_and_counted_once(stack):
         service = f"nginx:{port}"
 
         def counted():
-            endpoints = stack.api(f"/api/v1/services/{service}/endpoints")["endpoints"]
+            endpoints = stack.endpoints(service)  # [] until the service is first seen
             return by_route(endpoints) if sum(e["requests"] for e in endpoints) >= 6 else None
 
         routes = wait_until(counted, "6 HTTPS requests on nginx", stack)
