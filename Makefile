@@ -42,8 +42,11 @@ demo: $(STAMP)/apt-demo .local/Procfile.demo run
 .local/Procfile.demo: Procfile Procfile.demo | $(STAMP)
 	cat Procfile Procfile.demo > $@
 
+# Tests that load BPF programs run one at a time: every probe worker traces the whole machine, so
+# two at once would see each other's traffic. The rest run on two processes (pytest-xdist).
 test: test-deps kernel lint
-	OBSWEB_REQUIRE_BPF=1 $(PY) -m pytest -q
+	OBSWEB_REQUIRE_BPF=1 $(PY) -m pytest -q -p no:cacheprovider -n 2 -m "not bpf" --durations=10
+	OBSWEB_REQUIRE_BPF=1 $(PY) -m pytest -q -p no:cacheprovider -m bpf --durations=15
 	$(MAKE) test-postgres
 
 # The modules whose database work differs most between SQLite and PostgreSQL (bulk upserts,
