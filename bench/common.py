@@ -258,13 +258,3 @@ def wait_attached(proc: subprocess.Popen, what: str, timeout: float = 90.0, stab
             return
         time.sleep(0.25)
     raise TimeoutError(f"{what} did not attach its probes within {timeout:.0f} s")
-
-
-def stop_process(proc: subprocess.Popen, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

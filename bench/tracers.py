@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
-from common import BENCH, stop_process, wait_attached
+from common import BENCH, wait_attached
 
 from probes import schema
 from tests.helpers import stop
@@ -153,7 +153,7 @@ def tracer(bench: Bench, config: str, drop_records: bool = True):
         wait_attached(proc, config)
         yield proc
     finally:
-        stop_process(proc, signal.SIGINT)  # bcc tools and bpftrace detach and exit on Ctrl-C
+        stop(proc, timeout=15.0, sig=signal.SIGINT)  # bcc tools and bpftrace detach and exit on Ctrl-C
         log.close()
 
 

@@ -23,6 +23,16 @@ struct addr {
     u8 ip[16];      /* IPv4 in the first 4 bytes */
 };
 
+/* An address from a sock or tcp tracepoint's fields (both families are there; `family` picks). */
+static __always_inline void tp_addr(struct addr *out, u16 family, u16 port, const u8 *v4, const u8 *v6) {
+    out->family = family;
+    out->port = port;
+    if (family == AF_INET)
+        __builtin_memcpy(out->ip, v4, 4);
+    else
+        __builtin_memcpy(out->ip, v6, 16);
+}
+
 /* What sockaddr_in / sockaddr_in6 look like in user memory. */
 struct user_sockaddr {
     u16 family;

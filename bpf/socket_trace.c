@@ -308,15 +308,6 @@ TRACEPOINT_PROBE(syscalls, sys_exit_connect) {
 
 /* ---- TCP state changes: fill in addresses the syscalls do not show ---- */
 
-static __always_inline void tp_addr(struct addr *out, u16 family, u16 port, const u8 *v4, const u8 *v6) {
-    out->family = family;
-    out->port = port;
-    if (family == AF_INET)
-        __builtin_memcpy(out->ip, v4, 4);
-    else
-        __builtin_memcpy(out->ip, v6, 16);
-}
-
 TRACEPOINT_PROBE(sock, inet_sock_set_state) {
     if (args->protocol != IPPROTO_TCP_NUM)
         return 0;

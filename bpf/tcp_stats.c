@@ -98,15 +98,6 @@ static __always_inline struct sk_health *entry_of(u64 sk) {
     return sockets.lookup(&sk);
 }
 
-static __always_inline void tp_addr(struct addr *out, u16 family, u16 port, const u8 *v4, const u8 *v6) {
-    out->family = family;
-    out->port = port;
-    if (family == AF_INET)
-        __builtin_memcpy(out->ip, v4, 4);
-    else
-        __builtin_memcpy(out->ip, v6, 16);
-}
-
 /* A struct sockaddr_in / sockaddr_in6 as tcp_send_reset prints it (port in network order). */
 static __always_inline void sockaddr_addr(struct addr *out, const u8 *sa) {
     struct user_sockaddr s = {};
