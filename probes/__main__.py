@@ -8,6 +8,7 @@ import socket
 import sys
 
 from probes.programs.socket_trace import render_source
+from probes.publisher import DEFAULT_BUFFER_LIMIT
 from probes.scope import ScopeError, cgroup_scope
 
 
@@ -32,6 +33,12 @@ def parse_args(argv=None):
         default=os.environ.get("OBSWEB_CGROUP") or None,
         help="watch only the processes in this cgroup v2 directory (and below), as one host; "
         "run one worker per cgroup to make one machine several hosts",
+    )
+    parser.add_argument(
+        "--buffer-records",
+        type=int,
+        default=int(os.environ.get("OBSWEB_BUFFER_RECORDS", DEFAULT_BUFFER_LIMIT)),
+        help="records held in memory while Redis is unreachable; newer ones are dropped and counted",
     )
     parser.add_argument("--print-bpf", action="store_true", help="print the generated BPF C and exit")
     return parser.parse_args(argv)
@@ -63,7 +70,7 @@ def main(argv=None) -> int:
         return 2
     from probes.agent import Agent, serve_health, serve_metrics
 
-    agent = Agent(args.redis_url, args.host_name, scope)
+    agent = Agent(args.redis_url, args.host_name, scope, buffer_records=args.buffer_records)
     agent.install_signal_handlers()
     if args.metrics_port:
         serve_metrics(agent, args.metrics_port)

@@ -31,7 +31,7 @@ from probes.programs.socket_trace import (
     SocketTrace,
 )
 from probes.programs.tcp_stats import TcpStats
-from probes.publisher import Publisher
+from probes.publisher import DEFAULT_BUFFER_LIMIT, Publisher
 from probes.records import RecordBuilder
 from probes.redact import Policy
 from probes.resources import RESOURCE_INTERVAL_S, TAKE_INTERVAL_S, ConnectionBytes, ResourceCollector
@@ -59,12 +59,18 @@ EVENT_SLOTS = SOCKET_PROBE_SLOTS | {schema.PROBE_TLS: SLOT_TLS}  # where each pr
 
 
 class Agent:
-    def __init__(self, redis_url: str, host: str, scope: CgroupScope | None = None):
+    def __init__(
+        self,
+        redis_url: str,
+        host: str,
+        scope: CgroupScope | None = None,
+        buffer_records: int = DEFAULT_BUFFER_LIMIT,
+    ):
         self.host = host
         self.client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
         self.sockets = SocketTable()
         self.builder = RecordBuilder(host, ServiceNames(self.sockets), self.sockets)
-        self.publisher = Publisher(self.client)
+        self.publisher = Publisher(self.client, buffer_records)
         self.trace = SocketTrace(self._on_exchange, self._on_flow, scope)
         # Programs serving one probe each, loaded on first use and then attached and detached
         # with it (the tcp probe is the socket program's flows plus tcp_stats).

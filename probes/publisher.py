@@ -2,8 +2,10 @@
 
 A batch is one stream entry: up to BATCH_MAX_RECORDS records, or whatever BATCH_MAX_AGE_S
 collected. When Redis is unreachable, batches wait in memory up to `buffer_limit` records;
-past that the oldest are dropped and counted, so the worker's memory stays capped and the
-loss is reported in the heartbeat instead of being silent.
+past that new records are dropped and counted, so the worker's memory stays capped and the
+loss is reported in the heartbeat instead of being silent. The newest are the ones dropped:
+the start of an outage, kept whole, is what an SRE looks at afterwards, and the rollups then
+hold every request seen before the buffer filled.
 """
 
 import logging
@@ -43,13 +45,13 @@ class Publisher:
             self._seal()
 
     def _seal(self) -> None:
-        self.waiting.append(self.current)
-        self.waiting_records += len(self.current)
+        room = max(0, self.buffer_limit - self.waiting_records)
+        kept = self.current[:room]
+        self.dropped += len(self.current) - len(kept)
         self.current = []
-        while self.waiting_records > self.buffer_limit:
-            lost = self.waiting.popleft()
-            self.waiting_records -= len(lost)
-            self.dropped += len(lost)
+        if kept:
+            self.waiting.append(kept)
+            self.waiting_records += len(kept)
 
     def flush(self, force: bool = False) -> None:
         """Send sealed batches; seal the open one when it is old enough (or `force`)."""

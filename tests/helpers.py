@@ -36,30 +36,32 @@ def stop(proc: subprocess.Popen, timeout: float = 10.0, sig: int = signal.SIGTER
             proc.wait()
 
 
-@contextlib.contextmanager
-def redis_server():
-    """A throwaway redis-server on a free loopback port; yields its URL."""
+def redis_command(port: int, directory: str) -> list[str]:
+    """redis-server on loopback `port`, keeping its files in `directory` (saved only when asked)."""
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError("redis-server is not installed: run `make test`, which installs it")
+    return [
+        binary,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        directory,
+    ]
+
+
+@contextlib.contextmanager
+def redis_server():
+    """A throwaway redis-server on a free loopback port; yields its URL."""
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
-        proc = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                tmp,
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        proc = subprocess.Popen(redis_command(port, tmp), stdout=subprocess.DEVNULL)
         try:
             wait_for_port(port)
             yield f"redis://127.0.0.1:{port}/0"

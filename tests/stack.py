@@ -111,10 +111,12 @@ class Stack:
     def worker_metrics(self) -> str:
         return requests.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
-    def start_worker(self, host_name: str | None = None, cgroup: Path | None = None) -> subprocess.Popen:
+    def start_worker(
+        self, host_name: str | None = None, cgroup: Path | None = None, extra_args: tuple[str, ...] = ()
+    ) -> subprocess.Popen:
         """A probe worker reporting as `host_name` (the stack's host by default), watching only
-        `cgroup` when given; returns once every probe it runs is attached (or reports why not):
-        traffic sent before that would be missed."""
+        `cgroup` when given, with `extra_args` for `python -m probes`; returns once every probe
+        it runs is attached (or reports why not): traffic sent before that would be missed."""
         host_name = host_name or self.host_name
         metrics_port, health_port = free_port(), free_port()
         if host_name == self.host_name:
@@ -123,6 +125,7 @@ class Stack:
         args += ["--metrics-port", str(metrics_port), "--health-port", str(health_port)]
         if cgroup is not None:
             args += ["--cgroup", str(cgroup)]
+        args += extra_args
         name = "worker" if host_name == self.host_name else f"worker-{host_name}"
         proc = self.spawn(name, args)
         wait_for_port(health_port, timeout=60)

@@ -25,6 +25,8 @@ from probes.scope import CgroupScope
 log = logging.getLogger(__name__)
 
 SOURCES = (BPF_DIR / "socket_trace.c", BPF_DIR / "ssl_trace.c")  # one module: they share maps
+# Events taken per poll before the main loop gets its turn (publish, heartbeat, control).
+POLL_LIMIT_EVENTS = 5000
 RINGBUF_PAGES = 4096  # 16 MiB: ~12,000 exchanges of 1,384 bytes between two polls before loss
 MAX_REQ = 1024  # as in socket_trace.c
 MAX_RESP = 256
@@ -181,6 +183,7 @@ class SocketTrace:
         self.malformed_events = 0
         self.callback_errors = 0  # a bug turning one event into a record; logged, never fatal
         self.events_received = 0
+        self._poll_ends_at = 0  # events_received at which the current poll stops
 
     def attach(self) -> None:
         from bcc import BPF  # Debian's python3-bpfcc, linked into the venv
@@ -229,16 +232,24 @@ class SocketTrace:
     def attached(self) -> bool:
         return self.bpf is not None
 
-    def poll(self) -> int:
-        """Drain everything the kernel queued since the last poll (events were not woken);
-        returns how many events that was."""
+    def poll(self, limit: int = POLL_LIMIT_EVENTS) -> int:
+        """Drain what the kernel queued since the last poll (events were not woken), at most
+        `limit` events; returns how many events that was."""
         if self.bpf is None:
             return 0
         before = self.events_received
+        self._poll_ends_at = before + limit
         self.bpf.ring_buffer_consume()
         return self.events_received - before
 
-    def _on_event(self, _ctx, data, size) -> None:
+    def _on_event(self, _ctx, data, size) -> int:
+        self._handle(data, size)
+        # A negative answer makes libbpf stop consuming (after this event): without it the
+        # consume loop never returns while events come faster than we take them, and the
+        # worker's main loop, which publishes, heartbeats and applies control, would stall.
+        return -1 if self.events_received >= self._poll_ends_at else 0
+
+    def _handle(self, data, size) -> None:
         # An exception here would only be printed by ctypes and the event silently lost.
         self.events_received += 1
         kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8))[0]

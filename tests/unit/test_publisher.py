@@ -133,18 +133,18 @@ def test_it_buffers_while_redis_is_down_and_sends_everything_once_when_it_is_bac
         assert (publisher.redis_up, publisher.published, publisher.dropped) == (True, 4501, 0)
 
 
-def test_it_drops_the_oldest_batches_past_its_buffer_limit_and_counts_them(same_port):
+def test_it_drops_the_newest_records_past_its_buffer_limit_and_counts_them(same_port):
     port = helpers.free_port()  # nothing listens here yet
     publisher = Publisher(client_for(f"redis://127.0.0.1:{port}/0"), buffer_limit=2500)
     add(publisher, range(4500))
     publisher.flush(force=True)
-    # Batches 0-999 and 1000-1999 went when the third and fourth pushed the buffer past 2500.
+    # The third batch filled the buffer half way through; everything after it was dropped.
     assert (publisher.buffered, publisher.dropped) == (2500, 2000)
 
     same_port(port)
     with helpers.redis_server() as url:
         flush_until_empty(publisher)
-        assert sequence(stream_batches(url)) == list(range(2000, 4500))
+        assert sequence(stream_batches(url)) == list(range(2500))
         assert publisher.published + publisher.dropped == 4500
 
 
