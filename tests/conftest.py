@@ -1,12 +1,20 @@
+import contextlib
 import os
 
 import pytest
 
 from tests import helpers
 
+SHARED_STACK = "shared_stack"
+_shared = contextlib.ExitStack()  # holds the shared stack while its users run
+_shared_stack = None
+
 
 def pytest_collection_modifyitems(config, items):
-    """BPF tests skip without root; with OBSWEB_REQUIRE_BPF=1 (make test) they must run."""
+    """The tests on the shared stack run first, together, so it can stop before any other stack
+    starts (two probe workers would each trace the other's traffic). BPF tests skip without root;
+    with OBSWEB_REQUIRE_BPF=1 (make test) they must run."""
+    items.sort(key=lambda item: SHARED_STACK not in item.fixturenames)  # stable: keeps file order
     if os.geteuid() == 0:
         return
     if os.environ.get("OBSWEB_REQUIRE_BPF") == "1":
@@ -15,6 +23,27 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "bpf" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def shared_stack():
+    """One obsweb stack with its probe worker for the end-to-end modules that only add their own,
+    uniquely named services and check those: starting a stack costs 15-25 s, mostly compiling
+    the BPF programs. It stops after the last test using it (pytest_runtest_teardown)."""
+    global _shared_stack
+    if _shared_stack is None:
+        from tests.stack import obsweb_stack
+
+        _shared_stack = _shared.enter_context(obsweb_stack())
+    return _shared_stack
+
+
+@pytest.hookimpl(trylast=True)  # after the modules' own fixtures (their servers) are torn down
+def pytest_runtest_teardown(item, nextitem):
+    global _shared_stack
+    if SHARED_STACK in item.fixturenames and (nextitem is None or SHARED_STACK not in nextitem.fixturenames):
+        _shared.close()
+        _shared_stack = None
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tests.stack import http_backend, obsweb_stack
+from tests.stack import http_backend
 from tests.test_e2e_pipeline import by_route, wait_until
 
 pytestmark = pytest.mark.bpf
@@ -37,8 +37,9 @@ def get(path: str, extra: bytes = b"") -> bytes:
 
 
 @pytest.fixture(scope="module")
-def routes():
-    with obsweb_stack() as stack, http_backend(SERVICE, env=stack.env) as port:
+def routes(shared_stack):
+    stack = shared_stack
+    with http_backend(SERVICE, env=stack.env) as port:
         for _ in range(2):
             assert exchange(port, b"HEAD /users/1 HTTP/1.1\r\nHost: cases\r\n\r\n").startswith(
                 b"HTTP/1.1 200"

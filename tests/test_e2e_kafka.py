@@ -5,7 +5,6 @@ their topic and exact counts, and the client->broker edge says kafka."""
 import pytest
 
 from tests.servers.kafka import kafka_server
-from tests.stack import obsweb_stack
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -18,10 +17,11 @@ def operations(stack) -> dict:
     return {(e["operation"], e.get("topic", "")): e for e in endpoints}
 
 
-def test_produce_and_fetch_are_counted_per_topic():
+def test_produce_and_fetch_are_counted_per_topic(shared_stack):
+    stack = shared_stack
     from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 
-    with obsweb_stack() as stack, kafka_server(service_name=BROKER) as port:
+    with kafka_server(service_name=BROKER) as port:
         producer = KafkaProducer(bootstrap_servers=f"127.0.0.1:{port}", linger_ms=0, acks=1)
         for i in range(PRODUCED):
             producer.send("orders", value=b"order-%d" % i, partition=0).get(timeout=30)  # one Produce each

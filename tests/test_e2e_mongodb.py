@@ -5,7 +5,6 @@ and a server-side delay measured within 20 %."""
 import pytest
 
 from tests.servers.mongodb import mongodb_server
-from tests.stack import obsweb_stack
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -25,11 +24,12 @@ def operations(stack) -> dict:
     return found
 
 
-def test_commands_are_counted_per_collection_with_errors_and_latency():
+def test_commands_are_counted_per_collection_with_errors_and_latency(shared_stack):
+    stack = shared_stack
     from pymongo import MongoClient
     from pymongo.errors import DuplicateKeyError
 
-    with obsweb_stack() as stack, mongodb_server(service_name=SERVER) as port:
+    with mongodb_server(service_name=SERVER) as port:
         client = MongoClient("127.0.0.1", port, serverSelectionTimeoutMS=10_000)
         orders = client.shop.orders
         for i in range(3):

@@ -13,7 +13,7 @@ import requests
 import websockets
 
 from tests.servers.http_backend import SLOW_SECONDS
-from tests.stack import http_backend, nginx_proxy, obsweb_stack
+from tests.stack import http_backend, nginx_proxy
 
 pytestmark = pytest.mark.bpf
 
@@ -26,9 +26,8 @@ WAIT_S = 30
 
 
 @pytest.fixture(scope="module")
-def stack():
-    with obsweb_stack() as stack:
-        yield stack
+def stack(shared_stack):
+    return shared_stack
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import pytest
 import redis
 
 from tests.helpers import free_port, stop, wait_for_port
-from tests.stack import obsweb_stack
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -26,9 +25,10 @@ def operations(stack, server: str) -> dict:
     return found
 
 
-def test_commands_pipelines_errors_and_latency_are_seen_and_auth_is_not():
+def test_commands_pipelines_errors_and_latency_are_seen_and_auth_is_not(shared_stack):
+    stack = shared_stack
     port = free_port()
-    with obsweb_stack() as stack, tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:
         server = subprocess.Popen(
             ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", tmp,
              "--requirepass", PASSWORD, "--enable-debug-command", "yes"],

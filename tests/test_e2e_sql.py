@@ -5,7 +5,6 @@ their SQLSTATE, a server-side sleep measured within 20 %, and no literal or pass
 import pytest
 
 from tests.servers.databases import DATABASE, mysql_server, postgres_server
-from tests.stack import obsweb_stack
 from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
@@ -14,9 +13,8 @@ SLEEP_S = 0.2
 
 
 @pytest.fixture(scope="module")
-def stack():
-    with obsweb_stack() as stack:
-        yield stack
+def stack(shared_stack):
+    return shared_stack
 
 
 def queries(stack, service_prefix: str) -> dict:

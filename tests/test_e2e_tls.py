@@ -5,16 +5,15 @@ import subprocess
 
 import pytest
 
-from tests.stack import http_backend, nginx_proxy, obsweb_stack
+from tests.stack import http_backend, nginx_proxy
 from tests.test_e2e_pipeline import by_route, wait_until
 
 pytestmark = pytest.mark.bpf
 
 
 @pytest.fixture(scope="module")
-def stack():
-    with obsweb_stack() as stack:
-        yield stack
+def stack(shared_stack):
+    return shared_stack
 
 
 def curl_https(port: int, path: str) -> str:
