@@ -137,10 +137,15 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# A websocket consumer waits for its next message in Redis (BZPOPMIN) for up to 5 s at a time
+# (channels_redis' brpop_timeout); redis-py 8 gives up reading after 5 s by default, so every page
+# quiet for 5 s lost its websocket (the consumer died on the timeout) and could miss the next live
+# update while it reconnected. Reading waits longer than Redis may block.
+CHANNEL_LAYER_READ_TIMEOUT_S = 15
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT_S}]},
     }
 }
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", REDIS_URL)
@@ -165,6 +170,14 @@ WEBHOOK_MAX_ATTEMPTS = envint("WEBHOOK_MAX_ATTEMPTS", 5)
 WEBHOOK_RETRY_BASE_S = envint("WEBHOOK_RETRY_BASE_S", 10)  # then 20, 40, ... between attempts
 WEBHOOK_TIMEOUT_S = envint("WEBHOOK_TIMEOUT_S", 5)
 REPORT_RETENTION_DAYS = envint("REPORT_RETENTION_DAYS", 30)
+# Resolved incidents (their timeline, webhooks and reports with them) are deleted this long after
+# they resolved; open ones are kept however old. Not shorter than reports: they would go too.
+INCIDENT_RETENTION_DAYS = envint("INCIDENT_RETENTION_DAYS", 90)
+if INCIDENT_RETENTION_DAYS < max(REPORT_RETENTION_DAYS, 1):
+    raise ImproperlyConfigured(
+        f"INCIDENT_RETENTION_DAYS ({INCIDENT_RETENTION_DAYS}) must be at least REPORT_RETENTION_DAYS "
+        f"({REPORT_RETENTION_DAYS}) and 1: pruning an incident deletes its reports"
+    )
 # Reports print their HTML to PDF with this Chromium (Playwright, no browser download).
 REPORT_CHROMIUM = os.environ.get("REPORT_CHROMIUM", "/usr/bin/chromium")
 if ALERT_EVALUATION_INTERVAL_S < 1 or INCIDENT_RESOLVE_GRACE_S < 0 or WEBHOOK_MAX_ATTEMPTS < 1:

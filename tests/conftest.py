@@ -46,6 +46,26 @@ def pytest_runtest_teardown(item, nextitem):
         _shared_stack = None
 
 
+@pytest.fixture(scope="module")
+def acl_redis(tmp_path_factory):
+    """Redis as `make run` starts it: a redis-server started by scripts/run-redis.sh with the
+    users scripts/redis_acl.py wrote; yields the directory holding the users' files."""
+    import subprocess
+    import sys
+
+    directory = tmp_path_factory.mktemp("make-run") / "redis"
+    env = os.environ | {"OBSWEB_REDIS_PORT": str(helpers.free_port()), "OBSWEB_REDIS_DIR": str(directory)}
+    subprocess.run(
+        [sys.executable, "scripts/redis_acl.py", str(directory)], cwd=helpers.REPO, env=env, check=True
+    )
+    server = subprocess.Popen(["scripts/run-redis.sh"], cwd=helpers.REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        helpers.wait_for_port(int((directory / "port").read_text()))
+        yield directory
+    finally:
+        helpers.stop(server)
+
+
 @pytest.fixture(scope="session")
 def redis_url():
     with helpers.redis_server() as url:

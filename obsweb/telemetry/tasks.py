@@ -8,6 +8,8 @@ from django.conf import settings
 from django.utils import timezone
 
 from obsweb.fleet.models import DroppedEvents
+from obsweb.incidents.constants import RESOLVED
+from obsweb.incidents.models import Incident
 from obsweb.telemetry.models import Edge, IngestedBatch, RequestSample, ResourceUsage, Rollup, TcpHealth
 
 log = logging.getLogger(__name__)
@@ -18,11 +20,14 @@ INGESTED_BATCH_RETENTION = timedelta(days=2)
 
 @shared_task
 def prune_telemetry() -> dict[str, int]:
-    """Delete samples, rollups, edges, resource use, TCP health, drop counts and replay markers
-    older than their retention; return the counts. Drop counts live as long as the rollups whose
-    completeness they qualify."""
+    """Delete samples, rollups, edges, resource use, TCP health, drop counts, replay markers and
+    resolved incidents older than their retention; return the counts. Drop counts live as long as
+    the rollups whose completeness they qualify. An incident goes with its timeline, webhooks and
+    reports (reports have a shorter retention of their own: incidents.prune_reports)."""
     now = timezone.now()
     rollups_before = now - timedelta(days=settings.ROLLUP_RETENTION_DAYS)
+    incidents_before = now - timedelta(days=settings.INCIDENT_RETENTION_DAYS)
+    resolved_long_ago = Incident.objects.filter(state=RESOLVED, resolved_at__lt=incidents_before)
     deleted = {
         "samples": RequestSample.objects.filter(
             ts__lt=now - timedelta(hours=settings.SAMPLE_RETENTION_HOURS)
@@ -35,6 +40,8 @@ def prune_telemetry() -> dict[str, int]:
         "ingested_batches": IngestedBatch.objects.filter(
             ingested_at__lt=now - INGESTED_BATCH_RETENTION
         ).delete()[0],
+        # The incidents alone, not the timeline entries, webhooks and reports that went with them.
+        "incidents": resolved_long_ago.delete()[1].get(Incident._meta.label, 0),
     }
     log.info("pruned telemetry: %s", deleted)
     return deleted
