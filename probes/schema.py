@@ -194,7 +194,9 @@ def pack_batch(records: list[dict]) -> bytes:
 def unpack_batch(payload: bytes) -> list[dict]:
     """Decode one stream entry. Raises ValueError on anything that is not a list of dicts."""
     try:
-        records = msgpack.unpackb(payload, raw=False, strict_map_key=False)
+        # One bad string (invalid UTF-8, which no worker sends but another sender could) costs
+        # only its own text, not the whole entry with every good record in it.
+        records = msgpack.unpackb(payload, raw=False, strict_map_key=False, unicode_errors="replace")
     except Exception as exc:  # msgpack raises several unrelated types
         raise ValueError(f"undecodable batch: {exc}") from exc
     if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):

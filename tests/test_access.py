@@ -114,17 +114,17 @@ RULES = {
     "accounts/reset/done/": Rule(get=everyone(200), check_undeclared=False),
     # JSON API ------------------------------------------------------------------------------------
     "api/v1/services": Rule(get=api_read(), api=True),
-    "api/v1/services/<path:name>/endpoints": Rule(get=api_read(), api=True),
-    "api/v1/services/<path:name>/resources": Rule(get=api_read(), api=True),
+    "api/v1/services/<captured:name>/endpoints": Rule(get=api_read(), api=True),
+    "api/v1/services/<captured:name>/resources": Rule(get=api_read(), api=True),
     "api/v1/edges": Rule(get=api_read(), api=True),
     "api/v1/resources": Rule(get=api_read(), api=True),
     "api/v1/requests": Rule(get=api_read(), api=True),
-    "api/v1/traces/<str:trace_id>": Rule(get=api_read(), api=True),
+    "api/v1/traces/<captured:trace_id>": Rule(get=api_read(), api=True),
     "api/v1/hosts": Rule(get=api_read(), api=True),
-    "api/v1/hosts/<path:name>/probes": Rule(
+    "api/v1/hosts/<captured:name>/probes": Rule(
         get=None, writes={"PATCH": api_write(200)}, bodies={"PATCH": {"http": False}}, api=True
     ),
-    "api/v1/hosts/<path:name>": Rule(
+    "api/v1/hosts/<captured:name>": Rule(
         get=api_read(),
         writes={"PATCH": api_write(200)},
         bodies={"PATCH": {"cpu_budget_percent": 10}},
@@ -171,10 +171,10 @@ RULES = {
     # Dashboard -------------------------------------------------------------------------------------
     "": Rule(get=page()),
     "map/": Rule(get=page()),
-    "services/<path:name>/paths/<int:endpoint_id>/": Rule(get=page()),
-    "services/<path:name>/series.json": Rule(get=page()),
-    "services/<path:name>/": Rule(get=page()),
-    "traces/<str:trace_id>/": Rule(get=page()),
+    "services/<captured:name>/paths/<int:endpoint_id>/": Rule(get=page()),
+    "services/<captured:name>/series.json": Rule(get=page()),
+    "services/<captured:name>/": Rule(get=page()),
+    "traces/<captured:trace_id>/": Rule(get=page()),
     "resources/": Rule(get=page()),
     "hosts/": Rule(get=page()),
     "hosts/rows/": Rule(get=page()),

@@ -178,6 +178,7 @@ def test_staff_set_and_remove_a_cpu_budget(personas, web1, control_redis):
     [
         ({"cpu_budget_percent": -2}, "cpu_budget_percent: -2 is not a budget"),
         ({"cpu_budget_percent": "lots"}, "cpu_budget_percent: expected a number of percent or null"),
+        ({"cpu_budget_percent": 10**400}, f"cpu_budget_percent: 1{'0' * 19} is not a budget"),  # was a 500
         ({"name": "web-2"}, 'send {"cpu_budget_percent": '),
     ],
 )

@@ -110,6 +110,15 @@ def test_a_services_series_has_every_minute_of_the_window(personas, used):
     assert series["disk_ops"] == [6, None]
 
 
+def test_a_services_series_over_more_than_31_days_is_a_400(personas, used):
+    # A point per minute: -9999999h asked for 600 million, tens of GB (found by test_api_fuzz.py).
+    client = api_client(personas, "viewer")
+    response = client.get("/api/v1/services/shop-api/resources", {"since": "-9999999h"})
+
+    assert response.status_code == 400
+    assert response.json()["detail"].startswith("a per-minute series covers at most 31 days, not 416666")
+
+
 def test_an_empty_installation_answers_empty_lists(personas):
     assert get(api_client(personas, "viewer"), "/api/v1/resources") == {"services": [], "hosts": []}
 

@@ -136,6 +136,23 @@ def test_it_rejects_a_bad_window_with_400_and_a_message(personas, params, messag
     assert message in response.json()["detail"]
 
 
+# Past the ends of what a datetime holds, turning the window to UTC or stepping it by a minute
+# overflowed: a 500 (found by tests/test_api_fuzz.py).
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"since": "2000-01-01T00:00:00Z", "until": "-1000000d"},
+        {"since": "0001-01-01T00:00:00+05:00"},
+        {"since": "-1h", "until": "9999-12-31T23:59:00-05:00"},
+    ],
+)
+def test_a_window_beyond_the_calendar_is_a_400_not_a_500(personas, params):
+    response = api_client(personas, "viewer").get(URL, params)
+
+    assert response.status_code == 400
+    assert response.json()["detail"] == "since and until must lie between 0001-01-02 and 9999-12-30 (UTC)"
+
+
 def test_the_query_count_does_not_grow_with_the_number_of_services(personas, django_assert_max_num_queries):
     ts = now_ns(seconds_ago=60)
     apply_records([request(ts=ts, host=f"h{i}", **{"service.name": f"svc-{i}"}) for i in range(30)])

@@ -240,9 +240,11 @@ def report_status(report: Report, formats=None) -> dict:
     }
 
 
-INCIDENT_ID = OpenApiParameter("incident_id", OpenApiTypes.INT, OpenApiParameter.PATH)
-REPORT_ID = OpenApiParameter("report_id", OpenApiTypes.INT, OpenApiParameter.PATH)
-RULE_ID = OpenApiParameter("rule_id", OpenApiTypes.INT, OpenApiParameter.PATH)
+# Ids are positive; the routes' <int:...> matches digits only, so "-1" never reaches a view.
+ID = {"type": "integer", "minimum": 1}
+INCIDENT_ID = OpenApiParameter("incident_id", ID, OpenApiParameter.PATH)
+REPORT_ID = OpenApiParameter("report_id", ID, OpenApiParameter.PATH)
+RULE_ID = OpenApiParameter("rule_id", ID, OpenApiParameter.PATH)
 
 
 class IncidentListView(APIView):
@@ -398,7 +400,13 @@ class ReportDownloadView(APIView):
             REPORT_ID,
             OpenApiParameter("fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=list(c.REPORT_FORMATS)),
         ],
-        responses={(200, "application/octet-stream"): OpenApiTypes.BINARY, **READ_ERRORS},
+        responses={
+            # The file with the content type of its format, not a generic octet-stream.
+            (200, "text/html"): OpenApiTypes.BINARY,
+            (200, "application/pdf"): OpenApiTypes.BINARY,
+            (200, "application/json"): OpenApiTypes.OBJECT,
+            **READ_ERRORS,
+        },
     )
     def get(self, request, report_id: int, fmt: str):
         report = _report(report_id)

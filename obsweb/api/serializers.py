@@ -4,23 +4,52 @@ The response serializers only describe what obsweb.telemetry.queries returns (th
 those dicts as they are); tests/test_api_schema.py keeps the two in step.
 """
 
+from datetime import timedelta
+
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
+from obsweb.fleet import control
 from obsweb.telemetry import queries
 from probes import schema
 
 WINDOW_HELP = "Relative (-30s, -15m, -1h, -7d) or ISO 8601; since defaults to -15m, until to now."
+# A per-minute series has a point per minute of its window: 31 days are 44,640 points, about 3 MB
+# of JSON (since=-9999999h asked for 600 million, tens of GB built in the web process).
+MAX_SERIES_WINDOW = timedelta(days=31)
+
+
+@extend_schema_field(
+    {"type": "string", "anyOf": [{"pattern": "^-[0-9]{1,7}[smhd]$"}, {"format": "date-time"}]}
+)
+class WindowTimeField(serializers.CharField):
+    """since or until, relative or ISO 8601 as queries.parse_window reads them. The schema says
+    so, so that clients and the API fuzzer (tests/test_api_fuzz.py) send times, not any text."""
 
 
 class WindowQuery(serializers.Serializer):
-    since = serializers.CharField(required=False, allow_blank=True, help_text=WINDOW_HELP)
-    until = serializers.CharField(required=False, allow_blank=True, help_text=WINDOW_HELP)
+    since = WindowTimeField(required=False, allow_blank=True, help_text=WINDOW_HELP)
+    until = WindowTimeField(required=False, allow_blank=True, help_text=WINDOW_HELP)
 
     def validate(self, attrs):
         try:
             attrs["window"] = queries.parse_window(attrs.get("since"), attrs.get("until"))
         except queries.WindowError as exc:
             raise serializers.ValidationError(str(exc)) from None
+        return attrs
+
+
+class SeriesQuery(WindowQuery):
+    """The window of a per-minute series, at most MAX_SERIES_WINDOW long."""
+
+    def validate(self, attrs):
+        attrs = super().validate(attrs)
+        since, until = attrs["window"]
+        if until - since > MAX_SERIES_WINDOW:
+            raise serializers.ValidationError(
+                f"a per-minute series covers at most {MAX_SERIES_WINDOW.days} days, not "
+                f"{(until - since).days}: narrow since and until"
+            )
         return attrs
 
 
@@ -33,7 +62,7 @@ class EndpointsQuery(WindowQuery):
 
 
 class RequestsQuery(WindowQuery):
-    since = serializers.CharField(
+    since = WindowTimeField(
         required=False, allow_blank=True, help_text=WINDOW_HELP + " Without since and until: any age."
     )
     service = serializers.CharField(required=False, help_text="Service name.")
@@ -256,7 +285,10 @@ class ProbeChanges(serializers.Serializer):
 
 class HostSettings(serializers.Serializer):
     cpu_budget_percent = serializers.FloatField(
-        allow_null=True, min_value=0, help_text="The worker's CPU budget in % of one core; null removes it."
+        allow_null=True,
+        min_value=0,
+        max_value=control.MAX_CPU_BUDGET_PERCENT,
+        help_text="The worker's CPU budget in % of one core (above 0); null removes it.",
     )
 
 

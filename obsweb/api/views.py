@@ -24,6 +24,10 @@ ERRORS = {
     401: OpenApiResponse(serializers.Problem, description="No credentials."),
 }
 
+# A name in the path: any text, "/" and line breaks too (obsweb.converters).
+NAME = {"type": "string", "minLength": 1}
+SERVICE_NAME = OpenApiParameter("name", NAME, OpenApiParameter.PATH, description="Service name.")
+
 
 def _query(serializer_class, request) -> dict:
     """The validated query parameters, or a 400 whose message names each bad parameter."""
@@ -54,7 +58,7 @@ class EndpointListView(APIView):
     @extend_schema(
         summary="A service's endpoints (HTTP routes, or operations per query) with traffic in the window",
         parameters=[
-            OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Service name."),
+            SERVICE_NAME,
             serializers.EndpointsQuery,
         ],
         responses={
@@ -105,8 +109,8 @@ class ServiceResourcesView(APIView):
     @extend_schema(
         summary="A service's CPU, memory, network and disk per minute, summed over its hosts",
         parameters=[
-            OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Service name."),
-            serializers.WindowQuery,
+            SERVICE_NAME,
+            serializers.SeriesQuery,
         ],
         responses={
             200: serializers.ResourceSeries,
@@ -115,7 +119,7 @@ class ServiceResourcesView(APIView):
         },
     )
     def get(self, request, name: str):
-        since, until = _query(serializers.WindowQuery, request)["window"]
+        since, until = _query(serializers.SeriesQuery, request)["window"]
         service = Service.objects.filter(name=name).first()
         if service is None:
             raise NotFound(f"no service named {name!r}")
@@ -213,7 +217,7 @@ CHANGE_ERRORS = {
         description="Saved, but Redis did not answer: the worker applies it when Redis is back.",
     ),
 }
-HOST_NAME = OpenApiParameter("name", OpenApiTypes.STR, OpenApiParameter.PATH, description="Host name.")
+HOST_NAME = OpenApiParameter("name", NAME, OpenApiParameter.PATH, description="Host name.")
 
 
 def _host(name: str) -> Host:
@@ -247,7 +251,8 @@ class HostView(APIView):
     @extend_schema(
         summary="Set or remove the host's worker CPU budget (staff only)",
         parameters=[HOST_NAME],
-        request=serializers.HostSettings,
+        # JSON only: a form sends 5 as the text "5", which the budget check refuses.
+        request={"application/json": serializers.HostSettings},
         responses={200: serializers.HostSummary, **CHANGE_ERRORS},
     )
     def patch(self, request, name: str):
@@ -272,7 +277,8 @@ class HostProbesView(APIView):
     @extend_schema(
         summary='Switch probes of one host on or off: {"http": false, "tls": true} (staff only)',
         parameters=[HOST_NAME],
-        request=serializers.ProbeChanges,
+        # JSON only: a form sends false as the text "false", which the probe check refuses.
+        request={"application/json": serializers.ProbeChanges},
         responses={200: serializers.HostSummary, **CHANGE_ERRORS},
     )
     def patch(self, request, name: str):

@@ -1,16 +1,17 @@
 from django.urls import path
 
+from obsweb import converters  # noqa: F401  (registers <captured:...>)
 from obsweb.dashboard import host_views, resource_views, views
 
 app_name = "dashboard"
 urlpatterns = [
     path("", views.overview, name="overview"),
     path("map/", views.service_map, name="map"),
-    # path: captured names may hold "/" (encodeURIComponent sends it as %2F).
-    path("services/<path:name>/paths/<int:endpoint_id>/", views.endpoint_paths, name="endpoint-paths"),
-    path("services/<path:name>/series.json", views.service_series, name="service-series"),
-    path("services/<path:name>/", views.service_detail, name="service"),
-    path("traces/<str:trace_id>/", views.trace_detail, name="trace"),
+    # Names may hold "/" (encodeURIComponent sends it as %2F) and line breaks (%0A).
+    path("services/<captured:name>/paths/<int:endpoint_id>/", views.endpoint_paths, name="endpoint-paths"),
+    path("services/<captured:name>/series.json", views.service_series, name="service-series"),
+    path("services/<captured:name>/", views.service_detail, name="service"),
+    path("traces/<captured:trace_id>/", views.trace_detail, name="trace"),
     path("resources/", resource_views.resources_page, name="resources"),
     path("hosts/", host_views.hosts_page, name="hosts"),
     path("hosts/rows/", host_views.hosts_rows, name="hosts-rows"),

@@ -121,14 +121,16 @@ def check_cpu_budget(percent) -> float | None:
     """`percent` as a float, or None for no budget; ValueError naming the field otherwise."""
     if percent is None:
         return None
-    if type(percent) not in (int, float) or not math.isfinite(percent):
+    # isfinite() of a JSON integer too big for a float (1 and 400 zeros) raises OverflowError;
+    # comparing it below does not.
+    if type(percent) not in (int, float) or (type(percent) is float and not math.isfinite(percent)):
         raise ValueError(
             f"{schema.CONTROL_CPU_BUDGET}: expected a number of percent or null, not {percent!r}"
         )
     if not 0 < percent <= MAX_CPU_BUDGET_PERCENT:
         raise ValueError(
-            f"{schema.CONTROL_CPU_BUDGET}: {percent} is not a budget; give a percentage of one core "
-            f"above 0 and at most {MAX_CPU_BUDGET_PERCENT:g}, or null for none"
+            f"{schema.CONTROL_CPU_BUDGET}: {str(percent)[:20]} is not a budget; give a percentage of one "
+            f"core above 0 and at most {MAX_CPU_BUDGET_PERCENT:g}, or null for none"
         )
     return float(percent)
 

@@ -189,7 +189,8 @@ class Batch:
                 add = self._add.get((kind, record.get(schema.SPAN_KIND)))
                 if add is None:
                     if kind in schema.KINDS:
-                        raise SkippedRecord(f"{kind} record with span.kind {record.get(schema.SPAN_KIND)!r}")
+                        span_kind = str(record.get(schema.SPAN_KIND))[:40]  # a sender's text: cut
+                        raise SkippedRecord(f"{kind} record with span.kind {span_kind!r}")
                     raise SkippedRecord(f"unknown kind {str(kind)[:40]!r}")
                 add(record)
         except SkippedRecord as exc:
@@ -338,7 +339,7 @@ class Batch:
         ts = r.get(schema.TS)
         service = self.resources.add(r)
         if service is not None:
-            self._service(service, ts, r[schema.HOST][:255])
+            self._service(service, ts, _req_str(r, schema.HOST))
 
     def _add_agent(self, r: dict) -> None:
         _ts(r)
@@ -373,7 +374,7 @@ class Batch:
         with transaction.atomic():
             hosts = _ensure_hosts(
                 {h for seen in self.services.values() for h in seen.hosts}
-                | {r[schema.HOST][:255] for r in self.agents}
+                | {_req_str(r, schema.HOST) for r in self.agents}
                 | self.resources.hosts()
             )
             services = self._write_services(hosts)
@@ -550,7 +551,7 @@ class Batch:
                     to_datetime(c.ts),
                     c.service_id,
                     c.endpoint_id,
-                    c.record[schema.HOST][:255],
+                    _req_str(c.record, schema.HOST),
                     c.record[schema.SPAN_KIND],
                     c.status_code,
                     c.error,
@@ -588,12 +589,11 @@ class Batch:
     def _write_agents(self, hosts: dict[str, int]) -> None:
         if not self.agents:
             return
-        rows = {
-            h.name: h for h in Host.objects.filter(id__in={hosts[r[schema.HOST][:255]] for r in self.agents})
-        }
+        names = {_req_str(r, schema.HOST) for r in self.agents}
+        rows = {h.name: h for h in Host.objects.filter(id__in={hosts[name] for name in names})}
         changed, drops, audits = {}, [], []
         for r in sorted(self.agents, key=lambda r: r[schema.TS]):
-            host = rows[r[schema.HOST][:255]]
+            host = rows[_req_str(r, schema.HOST)]
             if host.last_seen is None or _drifted(host, r):
                 self.applied.hosts_to_tell.add(host.name)
             if _heartbeat(host, r, drops, audits):

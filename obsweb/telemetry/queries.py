@@ -58,11 +58,23 @@ def _parse_time(value: str, name: str, now: datetime) -> datetime:
     return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
+# The queries turn a window's ends to UTC and step them by minutes: a day's margin from the ends
+# of what a datetime holds keeps that from overflowing (since=0001-01-01T00:00:00+05:00 was a 500).
+EARLIEST = datetime.min.replace(tzinfo=UTC) + timedelta(days=1)
+LATEST = datetime.max.replace(tzinfo=UTC) - timedelta(days=1)
+OUT_OF_RANGE = f"since and until must lie between {EARLIEST.date()} and {LATEST.date()} (UTC)"
+
+
 def parse_window(since: str | None, until: str | None) -> tuple[datetime, datetime]:
     """(since, until) as aware datetimes: `since` defaults to -15m and `until` to now."""
     now = timezone.now()
-    start = _parse_time(since or DEFAULT_SINCE, "since", now)
-    end = _parse_time(until, "until", now) if until else now
+    try:
+        start = _parse_time(since or DEFAULT_SINCE, "since", now)
+        end = _parse_time(until, "until", now) if until else now
+    except OverflowError:  # since=-9999999d: before year 1
+        raise WindowError(OUT_OF_RANGE) from None
+    if start < EARLIEST or end > LATEST:
+        raise WindowError(OUT_OF_RANGE)
     if start >= end:
         raise WindowError(f"since ({start.isoformat()}) must be before until ({end.isoformat()})")
     return start, end

@@ -19,6 +19,8 @@ TS_MAX = 4_102_444_800 * NS_PER_S
 # Operations one request record may stand for: a 1 KiB capture holds a few hundred pipelined
 # commands at most, so more is a corrupt record, whose count would overflow the rollup totals.
 MAX_REQUEST_COUNT = 1_000_000
+# Any one string of a record as stored (its JSON attributes): the worker sends at most 1 KiB.
+TEXT_MAX_CHARS = 4096
 
 
 class SkippedRecord(Exception):
@@ -47,7 +49,7 @@ def _req_str(record: dict, key: str, max_length: int = 255) -> str:
         if value is None or value == "":
             raise SkippedRecord(f"missing {key}")
         raise SkippedRecord(f"{key} is {type(value).__name__}, not str")
-    return value[:max_length]
+    return _clean(value, max_length)
 
 
 def _opt_str(record: dict, key: str, max_length: int = 255) -> str:
@@ -57,7 +59,13 @@ def _opt_str(record: dict, key: str, max_length: int = 255) -> str:
         return ""
     if type(value) is not str:
         raise SkippedRecord(f"{key} is {type(value).__name__}, not str")
-    return value[:max_length]
+    return _clean(value, max_length)
+
+
+def _clean(text: str, max_length: int) -> str:
+    """`text` cut to `max_length` characters, a NUL replaced by U+FFFD: PostgreSQL refuses NUL in
+    text and JSON, failing the whole batch. The worker never sends one; other senders might."""
+    return text[:max_length].replace("\x00", "\ufffd")
 
 
 def _ts(record: dict) -> int:
@@ -102,27 +110,38 @@ _PLAIN = (str, int, float, bool, type(None))
 
 
 def _jsonable(value):
-    """Records are redacted on the host, but msgpack may still carry raw bytes, bytes keys, NaN or
-    extension types: store them as JSON every database accepts, whatever a sender put there."""
+    """Records are redacted on the host, but msgpack may still carry raw bytes, bytes keys, NaN,
+    extension types, NUL or megabytes of text: store them as JSON every database accepts, whatever
+    a sender put there, each string cut to TEXT_MAX_CHARS."""
     if isinstance(value, dict):
-        if all(type(k) is str and type(v) in _PLAIN for k, v in value.items()) and not any(
-            type(v) is float and not math.isfinite(v) for v in value.values()
-        ):
+        if all(type(k) is str and _stored_as_is(k) and _stored_as_is(v) for k, v in value.items()):
             return value  # the common case, checked without copying
         return {_key(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, str):
+        return _clean(value, TEXT_MAX_CHARS)
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
+        return _clean(value.decode("utf-8", errors="replace"), TEXT_MAX_CHARS)
     if isinstance(value, list | tuple):
         return [_jsonable(v) for v in value]
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if type(value) in _PLAIN:
         return value
-    return str(value)
+    return _clean(str(value), TEXT_MAX_CHARS)
+
+
+def _stored_as_is(value) -> bool:
+    kind = type(value)
+    if kind is str:
+        return len(value) <= TEXT_MAX_CHARS and "\x00" not in value
+    if kind is float:
+        return math.isfinite(value)
+    return kind in _PLAIN
 
 
 def _key(key) -> str:
-    return key.decode("utf-8", errors="replace") if isinstance(key, bytes) else str(key)
+    text = key.decode("utf-8", errors="replace") if isinstance(key, bytes) else str(key)
+    return _clean(text, TEXT_MAX_CHARS)
 
 
 def _error(record: dict, status: int) -> bool:
@@ -135,4 +154,4 @@ def _error(record: dict, status: int) -> bool:
 
 
 def _text(value, max_length: int) -> str:
-    return value[:max_length] if isinstance(value, str) else ""
+    return _clean(value, max_length) if isinstance(value, str) else ""
