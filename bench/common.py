@@ -177,15 +177,22 @@ def _postgres() -> str | None:
         from tests.servers.databases import postgres_binary
 
         out = subprocess.run([postgres_binary("postgres"), "--version"], capture_output=True, text=True)
-        return out.stdout.strip().rsplit(" ", 1)[-1]
+        return re.search(r"\d+\.\d+", out.stdout).group(0)  # "postgres (PostgreSQL) 15.18 (Debian ...)"
     return None
 
 
 def _git_head() -> str | None:
-    result = subprocess.run(
-        ["git", "-C", str(REPO), "describe", "--always", "--dirty"], capture_output=True, text=True
+    """The commit measured, "-dirty" when the code differs from it (the results written by this
+    run do not count)."""
+    head = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
     )
-    return result.stdout.strip() or None
+    changed = subprocess.run(
+        ["git", "-C", str(REPO), "status", "--porcelain", "--", ".", ":!bench/results"],
+        capture_output=True,
+        text=True,
+    )
+    return (head.stdout.strip() + ("-dirty" if changed.stdout.strip() else "")) or None
 
 
 # --- /proc -----------------------------------------------------------------------------------------

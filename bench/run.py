@@ -4,8 +4,8 @@ Runs each script as its own process (one stack at a time, never two), with a sha
 budget as its limit (SIGTERM past it: the script stops its processes and the table says "timed
 out"), then prints one markdown table from the `table` rows of their result files and writes
 summary.json next to them with the machine, each script's status and duration, and the table.
-Full sizes take about 20-22 minutes on a 2-core machine (plus ~4 the first time, while
-bench/rollup_data.py builds the dashboard's data); --quick is a smoke run of a few minutes whose
+Full sizes take about 14 minutes on a 2-core machine (15 from a fresh clone, the installs and
+bench/rollup_data.py building the dashboard's data included); --quick is a smoke run of a few minutes whose
 numbers go to .local/bench-quick/ (never committed).
 
     sudo .venv/bin/python bench/run.py [--quick] [--only overhead,latency] [--budget-min 20] [--out DIR]
@@ -78,7 +78,7 @@ def main() -> int:
     )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--only", help="comma-separated result names: " + ",".join(s[0] for s in STEPS))
-    parser.add_argument("--budget-min", type=float, default=25, help="hard stop; full sizes need ~20-22")
+    parser.add_argument("--budget-min", type=float, default=25, help="hard stop; full sizes need ~14")
     parser.add_argument(
         "--out", help="results directory (default bench/results, --quick: .local/bench-quick)"
     )
