@@ -36,6 +36,9 @@ class Publisher:
         self.oldest_unsent_at: float | None = None  # when the oldest record not yet in Redis came
 
     def add(self, record: dict) -> None:
+        if self.waiting_records + len(self.current) >= self.buffer_limit:
+            self.dropped += 1  # Redis has been away long enough to fill the buffer
+            return
         if self.oldest_unsent_at is None:
             self.oldest_unsent_at = time.monotonic()
         if not self.current:
@@ -45,13 +48,9 @@ class Publisher:
             self._seal()
 
     def _seal(self) -> None:
-        room = max(0, self.buffer_limit - self.waiting_records)
-        kept = self.current[:room]
-        self.dropped += len(self.current) - len(kept)
+        self.waiting.append(self.current)
+        self.waiting_records += len(self.current)
         self.current = []
-        if kept:
-            self.waiting.append(kept)
-            self.waiting_records += len(kept)
 
     def flush(self, force: bool = False) -> None:
         """Send sealed batches; seal the open one when it is old enough (or `force`)."""

@@ -135,13 +135,16 @@ class ResourceCollector:
         self.proc = proc
         self.me = os.getpid()
         self.processes: dict[int, Usage] = {}
-        self.service_of: dict[int, str | None] = {}  # tgid -> service, None: outside our scope
+        self.service_of: dict[int, str] = {}  # tgid -> service, for the processes in our scope
 
     def _usage(self, tgid: int, comm: str = "") -> Usage | None:
         if tgid not in self.service_of:
-            self.service_of[tgid] = self._name(tgid, comm)
-        if self.service_of[tgid] is None:
-            return None
+            service = self._name(tgid, comm)
+            if service is None:
+                # Not remembered: a process may join our cgroup after it started (a shell that
+                # moves itself in, then execs), and counts from then on.
+                return None
+            self.service_of[tgid] = service
         usage = self.processes.get(tgid)
         if usage is None:
             usage = self.processes[tgid] = Usage(processes=1)

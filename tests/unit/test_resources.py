@@ -77,3 +77,27 @@ def test_it_sums_processes_per_service_and_adds_a_host_record(tmp_path):
     assert host[schema.CPU_TIME_NS] == 600
     assert host[schema.MEMORY_TOTAL_BYTES] == 4096
     assert collector.records(ts_ns=6, interval_ns=1, measured=("cpu",))[0][schema.CPU_TIME_NS] == 0
+
+
+class JoinsLater:
+    """A scope process 7 joins after its first take, as a shell that moves itself into the
+    cgroup and then execs does."""
+
+    def __init__(self):
+        self.members = set()
+
+    def contains(self, pid):
+        return pid in self.members
+
+
+def test_a_process_that_joins_the_scope_counts_from_then_on(tmp_path):
+    (tmp_path / "meminfo").write_text("MemTotal: 4 kB\nMemAvailable: 2 kB\n")
+    scope = JoinsLater()
+    collector = ResourceCollector("h", FixedNames(), scope=scope, proc=tmp_path)
+    collector.add_cpu({7: CpuUsage(100, 0, 0, 0, comm="sh")})  # before it joined: not ours
+    scope.members.add(7)
+    collector.add_cpu({7: CpuUsage(900, 0, 0, 0, comm="burner")})
+
+    records = collector.records(ts_ns=5, interval_ns=5_000, measured=("cpu",))
+
+    assert [(r.get(schema.SERVICE), r[schema.CPU_TIME_NS]) for r in records] == [("burner", 900), (None, 900)]
