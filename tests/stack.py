@@ -105,6 +105,23 @@ class Stack:
         response.raise_for_status()
         return response.json()["endpoints"]
 
+    def viewer_session(self) -> requests.Session:
+        """A browser-like session logged in as the viewer, for the dashboard's pages."""
+        session = requests.Session()
+        session.get(f"{self.web}/accounts/login/", timeout=10)
+        answer = session.post(
+            f"{self.web}/accounts/login/",
+            data={
+                "username": "e2e",
+                "password": "e2e-pass",
+                "csrfmiddlewaretoken": session.cookies["csrftoken"],
+            },
+            headers={"Referer": f"{self.web}/accounts/login/"},
+            timeout=60,  # the overview is slow while the ingester writes a backlog
+        )
+        answer.raise_for_status()
+        return session
+
     def worker_health(self) -> dict:
         return requests.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=5).json()
 

@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import redis
-import requests
 
 from tests.helpers import redis_command, stop, wait_for_port
 from tests.stack import http_backend, obsweb_stack
+from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -24,7 +24,6 @@ OUTAGE_S = 30
 ROUND = 25  # requests per round, on one keep-alive connection
 # Records the worker may hold while Redis is away: a few rounds' worth, so the outage fills it.
 BUFFER_RECORDS = 500
-WAIT_S = 60
 TRACEFS = Path("/sys/kernel/tracing")
 
 
@@ -64,20 +63,6 @@ def counted(stack) -> int:
     return sum(e["requests"] for e in stack.endpoints(BACKEND))
 
 
-def wait_until(check, what: str, stack, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(
-        f"timed out waiting for {what}; last={last!r}\nworker log:\n{stack.log('worker')[-3000:]}\n"
-        f"ingest log:\n{stack.log('ingest')[-3000:]}"
-    )
-
-
 def worker_gauge(stack, name: str) -> float:
     match = re.search(rf"^{name}(?:_total)? (\S+)$", stack.worker_metrics(), re.M)
     return float(match.group(1))
@@ -86,23 +71,6 @@ def worker_gauge(stack, name: str) -> float:
 def rss_of(pid: int) -> int:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1)) * 1024
-
-
-def logged_in(stack) -> requests.Session:
-    session = requests.Session()
-    session.get(f"{stack.web}/accounts/login/", timeout=10)
-    answer = session.post(
-        f"{stack.web}/accounts/login/",
-        data={
-            "username": "e2e",
-            "password": "e2e-pass",
-            "csrfmiddlewaretoken": session.cookies["csrftoken"],
-        },
-        headers={"Referer": f"{stack.web}/accounts/login/"},
-        timeout=10,
-    )
-    answer.raise_for_status()
-    return session
 
 
 def test_redis_away_30_s_buffers_up_to_the_cap_then_counts_drops_and_loses_nothing_before_it(
@@ -137,15 +105,15 @@ def test_redis_away_30_s_buffers_up_to_the_cap_then_counts_drops_and_loses_nothi
     wait_for_port(port)
     outage_s = time.monotonic() - stopped_at
     # Everything sent before the cap, and none of what came after the round that reached it.
-    got = wait_until(
-        lambda: (n := counted(stack)) >= 5 + sent_before_cap and n, "the buffered requests", stack
+    got = wait_until(  # the ingester retries Redis with a backoff of up to 30 s
+        lambda: (n := counted(stack)) >= 5 + sent_before_cap and n, "the buffered requests", stack, timeout=60
     )
     time.sleep(3)  # anything left in flight would land now
     got = counted(stack)
     send_round(backend, 10)
     wait_until(lambda: counted(stack) == got + 10, "10 requests sent after Redis came back", stack)
     host = stack.api(f"/api/v1/hosts/{stack.host_name}")
-    warnings = logged_in(stack).get(f"{stack.web}/", timeout=10).text
+    warnings = stack.viewer_session().get(f"{stack.web}/", timeout=60).text
 
     assert rss_at_cap is not None, f"the buffer never filled: {sent} requests sent, {buffered} records held"
     print(
