@@ -47,7 +47,9 @@ def send(port: int, method: str, path: str, conn: http.client.HTTPConnection | N
     return response.status
 
 
-def wait_until(check, what: str, stack, timeout: float = WAIT_S):
+def wait_until(check, what: str, stack, timeout: float = WAIT_S, worker: str = "worker"):
+    """`check()` once it is truthy; else fail after `timeout` s with the tails of the logs of
+    `worker` (the name stack.spawn gave it) and the ingester."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
@@ -56,7 +58,7 @@ def wait_until(check, what: str, stack, timeout: float = WAIT_S):
             return last
         time.sleep(0.5)
     raise AssertionError(
-        f"timed out waiting for {what}; last={last!r}\nworker log:\n{stack.log('worker')[-3000:]}\n"
+        f"timed out waiting for {what}; last={last!r}\nworker log:\n{stack.log(worker)[-3000:]}\n"
         f"ingest log:\n{stack.log('ingest')[-3000:]}"
     )
 

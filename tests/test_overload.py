@@ -9,6 +9,7 @@ is one exchange on the server side and one on the client side."""
 
 import re
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,8 +17,10 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import redis_command
 from tests.hosts import SimulatedHost, simulated_host
 from tests.stack import Stack, obsweb_stack
+from tests.test_e2e_pipeline import wait_until
 
 pytestmark = pytest.mark.bpf
 
@@ -27,20 +30,6 @@ REQUESTS = 200_000
 CLIENTS = 20
 FLOOD_CONNECTIONS = 30_000  # per flood; each request on a connection of its own
 WAIT_S = 90
-
-
-def wait_until(check, what: str, stack: Stack, timeout: float = WAIT_S):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(0.5)
-    raise AssertionError(
-        f"timed out waiting for {what}; last={last!r}\nworker log:\n{stack.log('worker-' + HOST)[-3000:]}\n"
-        f"ingest log:\n{stack.log('ingest')[-3000:]}"
-    )
 
 
 def kernel_counters(metrics_port: int) -> dict[str, int]:
@@ -84,21 +73,12 @@ class Watched:
 
 @pytest.fixture(scope="module")
 def watched():
-    with obsweb_stack(with_worker=False) as stack, simulated_host("overload") as host:
-        server = host.spawn(
-            [
-                "redis-server",
-                "--port",
-                str(REDIS_PORT),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+    with (
+        obsweb_stack(with_worker=False) as stack,
+        simulated_host("overload") as host,
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        server = host.spawn(redis_command(REDIS_PORT, tmp), stdout=subprocess.DEVNULL)
         host.wait_for_port(REDIS_PORT)
         worker = stack.start_worker(HOST, cgroup=host.cgroup)
         metrics_port = int(worker.args[worker.args.index("--metrics-port") + 1])
@@ -139,7 +119,13 @@ def test_the_kernel_counts_every_request_exactly_while_user_space_drops_and_says
         )
         return found if found and int(found.group(1).replace(",", "")) >= lost else None
 
-    warning = wait_until(warning_of_every_drop, "the dashboard's warning of every drop", watched.stack)
+    warning = wait_until(
+        warning_of_every_drop,
+        "the dashboard's warning of every drop",
+        watched.stack,
+        WAIT_S,
+        f"worker-{HOST}",
+    )
     print(f"dashboard, {time.monotonic() - started:.1f} s later: {warning.group(0)}")
 
     # Each GET is two exchanges, the client's and the server's. Besides them the kernel saw
