@@ -20,7 +20,6 @@ PROC = Path("/proc")
 TCP_LISTEN = "0A"  # st column of /proc/net/tcp
 TCP_ESTABLISHED = "01"
 SOCKET_TABLE_MIN_AGE_S = 2.0  # a cache miss rescans /proc at most this often
-LISTENING_MAX_AGE_S = 0.5  # listening sockets read for naming are reused this long
 NAME_TTL_S = 60.0  # processes exec and change names; re-resolve after this long
 _CONTAINER_ID = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/]([0-9a-f]{12,64})")
 _KUBEPODS_ID = re.compile(r"/kubepods[^\n]*/(?:[^/]*-)?([0-9a-f]{64})")
@@ -96,8 +95,6 @@ class SocketTable:
     local_ips: set[str] = field(default_factory=set)
     own_ports: set[int] = field(default_factory=set)  # the worker's own sockets (Redis)
     scanned_at: float = 0.0
-    listening: dict[int, int] = field(default_factory=dict)  # inode -> port, for listen_ports_of
-    listening_read_at: float = float("-inf")
 
     def refresh(self, force: bool = False) -> None:
         now = time.monotonic()
@@ -125,20 +122,16 @@ class SocketTable:
         return self.pid_by_port.get(port)
 
     def listen_ports_of(self, pid: int) -> set[int]:
-        """Ports `pid` listens on, from listening sockets read at most LISTENING_MAX_AGE_S ago
-        (names are resolved once per process and TTL, so an older table would misname every
-        process that started listening since). Reading /proc/net/tcp costs milliseconds with
-        tens of thousands of connections open or in TIME_WAIT, and naming runs for every new
-        process: read per call, it took a third of the worker's time under a connection flood."""
+        """Ports `pid` listens on, read now (names are resolved once per process and TTL, so a
+        stale table would misname every process that started listening since it was read: a
+        0.5 s old table did, in CI). A process with no socket at all listens on nothing: that
+        skips reading /proc/net/tcp, which costs milliseconds with tens of thousands of
+        connections, for most of the processes naming sees."""
         inodes = socket_inodes_of(pid, self.proc)
         if not inodes:
             return set()
-        now = time.monotonic()
-        if now - self.listening_read_at >= LISTENING_MAX_AGE_S:
-            sockets = read_tcp_sockets(self.proc)
-            self.listening = {s.inode: s.local[1] for s in sockets if s.state == TCP_LISTEN}
-            self.listening_read_at = now
-        return {self.listening[i] for i in inodes if i in self.listening}
+        listening = {s.inode: s.local[1] for s in read_tcp_sockets(self.proc) if s.state == TCP_LISTEN}
+        return {listening[i] for i in inodes if i in listening}
 
 
 def _read(path: Path, limit: int = 1 << 16) -> bytes:
