@@ -4,6 +4,7 @@
  *   syscalls:sys_{enter,exit}_{accept,accept4,connect}   learn sockets per (tgid, fd)
  *   syscalls:sys_{enter,exit}_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg}
  *   syscalls:sys_enter_close                              emit the connection's flow
+ *   sched:sched_process_fork                              children of servers that accept
  *   sock:inet_sock_set_state                              local/remote addresses
  *
  * Why this shape:
@@ -19,6 +20,10 @@
  *   the client requests it starts carry that request as their parent (`serving`, per thread).
  * - Probes are switched in the kernel (`switches`, written by the worker): a protocol switched
  *   off opens no exchange, so it costs one array lookup per request and nothing in user space.
+ * - Pre-forking servers (PostgreSQL) accept in the parent and serve in a child forked for the
+ *   connection: the child takes over the parent's entry. It must be the connection the parent
+ *   held when it forked that child, since the parent closes its copy and accepts the next one on
+ *   the same fd, before or after the child's first read (sched:sched_process_fork records when).
  * - A worker scoped to a cgroup (CGROUP_ID) tracks only sockets its processes accept or connect,
  *   so two workers on one machine behave as two hosts.
  * - Events are submitted with BPF_RB_NO_WAKEUP; the worker polls the ring
@@ -184,10 +189,22 @@ BPF_ARRAY(switches, u32, SLOTS);                   /* 1: on; written by the work
 BPF_PERCPU_ARRAY(exchanges_by_probe, u64, SLOTS);  /* what each probe costs, in events */
 BPF_TABLE("lru_hash", u64, struct serving, serving, 16384);  /* pid_tgid -> request in service */
 /* Pre-forking servers (PostgreSQL, Apache prefork) accept in the parent and serve in a child. */
-BPF_TABLE("lru_hash", u32, u64, servers, 4096);              /* tgid that accepts -> last fork ns */
+struct last_fork {
+    u64 ns;
+    u32 child;
+    u32 pad;
+};
+struct forked_from {
+    u32 parent;
+    u32 pad;
+    u64 ns;
+};
+BPF_TABLE("lru_hash", u32, struct last_fork, servers, 4096); /* tgid that accepts -> its last fork */
 BPF_ARRAY(fork_child, u32, 65536);                           /* [tgid & 0xffff]: a server's child */
-BPF_TABLE("lru_hash", u32, u32, fork_parent, 16384);         /* child tgid -> server tgid */
-BPF_TABLE("lru_hash", u64, struct conn, handed_off, 4096);   /* closed by the server unused */
+BPF_TABLE("lru_hash", u32, struct forked_from, fork_parent, 16384); /* child tgid -> its server */
+/* The server closed it unused after forking: keyed by the child's (tgid, fd), because the server
+ * accepts its next connection on the same fd before the child may have read a byte. */
+BPF_TABLE("lru_hash", u64, struct conn, handed_off, 4096);
 BPF_PERCPU_ARRAY(scratch_req, struct req_buf, 1);  /* zeroed value for inserts */
 
 static __always_inline void count(u32 idx) {
@@ -270,7 +287,7 @@ static __always_inline int accept_exit(long ret) {
     conns.update(&key, &c);
     u32 tgid = id >> 32;
     if (!servers.lookup(&tgid)) {
-        u64 never = 0;
+        struct last_fork never = {};
         servers.update(&tgid, &never);
     }
     return 0;
@@ -354,14 +371,16 @@ static __always_inline void tie_ssl_to_socket(u64 id, u64 conn_key);
 /* Runs in the parent. Only children of processes that accept TCP are remembered. */
 TRACEPOINT_PROBE(sched, sched_process_fork) {
     u32 parent = bpf_get_current_pid_tgid() >> 32;
-    u64 *forked_at = servers.lookup(&parent);
-    if (!forked_at)
+    struct last_fork *last = servers.lookup(&parent);
+    if (!last)
         return 0;
-    *forked_at = bpf_ktime_get_ns();
     u32 child = args->child_pid;
+    last->ns = bpf_ktime_get_ns();
+    last->child = child;
     u32 slot = child & 0xffff;
     fork_child.update(&slot, &child);
-    fork_parent.update(&child, &parent);
+    struct forked_from from = {.parent = parent, .ns = last->ns};
+    fork_parent.update(&child, &from);
     return 0;
 }
 
@@ -372,18 +391,23 @@ static __always_inline struct conn *adopt(u32 tgid, u32 fd, u64 key) {
     u32 *mark = fork_child.lookup(&slot);
     if (!mark || *mark != tgid)
         return 0;
-    u32 *parent = fork_parent.lookup(&tgid);
-    if (!parent)
+    struct forked_from *from = fork_parent.lookup(&tgid);
+    if (!from)
         return 0;
-    u64 parent_key = conn_key(*parent, fd);
-    struct conn *inherited = handed_off.lookup(&parent_key);
-    if (!inherited)
+    struct conn *inherited = handed_off.lookup(&key);
+    if (!inherited) {
+        /* Still open in the server: ours only if it was open when we were forked; a later one
+         * on the same fd is the server's next connection, handed to the next child. */
+        u64 parent_key = conn_key(from->parent, fd);
         inherited = conns.lookup(&parent_key);
+        if (inherited && inherited->opened_ns > from->ns)
+            return 0;
+    }
     if (!inherited)
         return 0;
     struct conn copy = *inherited;
     conns.update(&key, &copy);
-    handed_off.delete(&parent_key);
+    handed_off.delete(&key);
     return conns.lookup(&key);
 }
 
@@ -717,10 +741,13 @@ TRACEPOINT_PROBE(syscalls, sys_enter_close) {
         return 0;
     req_bufs.delete(&key);
     u32 tgid = id >> 32;
-    u64 *forked_at = servers.lookup(&tgid);
-    if (forked_at && *forked_at >= c->opened_ns && c->bytes_sent == 0 && c->bytes_recv == 0) {
-        /* Accepted, forked, closed unused: a hand-off to the child, not the end of a connection. */
-        handed_off.update(&key, c);
+    struct last_fork *last = servers.lookup(&tgid);
+    if (last && last->ns >= c->opened_ns && c->bytes_sent == 0 && c->bytes_recv == 0) {
+        /* Accepted, forked, closed unused: a hand-off to the child forked since (one per
+         * connection), not the end of a connection; unless that child already took it over. */
+        u64 child_key = conn_key(last->child, (u32)args->fd);
+        if (!conns.lookup(&child_key))
+            handed_off.update(&child_key, c);
         conns.delete(&key);
         return 0;
     }
