@@ -5,6 +5,7 @@
  *   syscalls:sys_{enter,exit}_{read,readv,recvfrom,recvmsg,write,writev,sendto,sendmsg}
  *   syscalls:sys_enter_close                              emit the connection's flow
  *   sched:sched_process_fork                              children of servers that accept
+ *   sched:sched_process_{exec,exit}                       a pid's name is stale (EV_PROCESS)
  *   sock:inet_sock_set_state                              local/remote addresses
  *
  * Why this shape:
@@ -66,7 +67,7 @@ enum proto {
     PROTO_MONGODB = 6,
     PROTO_KAFKA = 7,
 };
-enum event_type { EV_HTTP = 1, EV_FLOW = 2 };
+enum event_type { EV_HTTP = 1, EV_FLOW = 2, EV_PROCESS = 3 };
 enum io_kind { IO_BUF = 0, IO_IOV = 1, IO_MSG = 2 };
 enum direction { DIR_IN = 0, DIR_OUT = 1 };
 
@@ -174,6 +175,14 @@ struct flow_event {
     struct addr laddr;
     struct addr raddr;
     char comm[16];
+};
+
+/* A process ran a new program or exited: the name user space cached for its pid is stale. */
+struct process_event {
+    u8 type;
+    u8 exited;                /* 0: exec */
+    u8 pad[2];
+    u32 pid;
 };
 
 BPF_RINGBUF_OUTPUT(events, __RINGBUF_PAGES__);
@@ -383,6 +392,28 @@ TRACEPOINT_PROBE(sched, sched_process_fork) {
     fork_parent.update(&child, &from);
     return 0;
 }
+
+/* Names are cached per pid in user space: an exec renames a process (an entrypoint script
+ * exec'ing the server) and the pid of an exited process is soon another's (pid_max can be 32768).
+ * Only whole processes: the exit of a thread that is not the group leader frees no pid. A lost
+ * event (ring buffer full) leaves the old name until its TTL. */
+static __always_inline int process_changed(u8 exited) {
+    u64 id = bpf_get_current_pid_tgid();
+    u32 tgid = id >> 32;
+    if (tgid != (u32)id || tgid == SELF_TGID || out_of_scope())
+        return 0;
+    struct process_event *e = events.ringbuf_reserve(sizeof(struct process_event));
+    if (!e)
+        return 0;
+    e->type = EV_PROCESS;
+    e->exited = exited;
+    e->pid = tgid;
+    events.ringbuf_submit(e, BPF_RB_NO_WAKEUP);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_process_exec) { return process_changed(0); }
+TRACEPOINT_PROBE(sched, sched_process_exit) { return process_changed(1); }
 
 /* A server's child using a socket the server accepted: take the server's entry over. The array
  * check costs no hashing, so processes that are no server's children pay almost nothing. */

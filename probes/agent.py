@@ -71,7 +71,7 @@ class Agent:
         self.sockets = SocketTable()
         self.builder = RecordBuilder(host, ServiceNames(self.sockets), self.sockets)
         self.publisher = Publisher(self.client, buffer_records)
-        self.trace = SocketTrace(self._on_exchange, self._on_flow, scope)
+        self.trace = SocketTrace(self._on_exchange, self._on_flow, self.builder.names.process_changed, scope)
         # Programs serving one probe each, loaded on first use and then attached and detached
         # with it (the tcp probe is the socket program's flows plus tcp_stats).
         self.sched = Sched()

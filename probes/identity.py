@@ -20,7 +20,10 @@ PROC = Path("/proc")
 TCP_LISTEN = "0A"  # st column of /proc/net/tcp
 TCP_ESTABLISHED = "01"
 SOCKET_TABLE_MIN_AGE_S = 2.0  # a cache miss rescans /proc at most this often
-NAME_TTL_S = 60.0  # processes exec and change names; re-resolve after this long
+NAME_TTL_S = 60.0  # re-resolve after this long even when no exec or exit was reported (one lost)
+# An exited process keeps its name this long, for its records still to come (its last CPU
+# interval): its pid is free for another process after that, which takes far more forks.
+EXITED_NAME_TTL_S = 5.0
 _CONTAINER_ID = re.compile(r"(?:docker|cri-containerd|crio|containerd|libpod)[-/]([0-9a-f]{12,64})")
 _KUBEPODS_ID = re.compile(r"/kubepods[^\n]*/(?:[^/]*-)?([0-9a-f]{64})")
 _UNIT = re.compile(r"/([^/]+)\.service$")
@@ -116,13 +119,18 @@ class SocketTable:
         self.local_ips = {s.local[0] for s in sockets if s.local[0] not in ("0.0.0.0", "::")}
         self.pid_by_port = by_port
 
+    def forget(self, pid: int) -> None:
+        """`pid` exited: the ports it owned are looked up again when next asked."""
+        for port in [port for port, owner in self.pid_by_port.items() if owner == pid]:
+            del self.pid_by_port[port]
+
     def owner_of_port(self, port: int) -> int | None:
         if port not in self.pid_by_port:
             self.refresh()
         return self.pid_by_port.get(port)
 
     def listen_ports_of(self, pid: int) -> set[int]:
-        """Ports `pid` listens on, read now (names are resolved once per process and TTL, so a
+        """Ports `pid` listens on, read now (names are resolved once per process, so a
         stale table would misname every process that started listening since it was read: a
         0.5 s old table did, in CI). A process with no socket at all listens on nothing: that
         skips reading /proc/net/tcp, which costs milliseconds with tens of thousands of
@@ -207,6 +215,18 @@ class ServiceNames:
             self._cache.clear()
         self._cache[pid] = (now + ttl, name)
         return name
+
+    def process_changed(self, pid: int, exited: bool) -> None:
+        """The kernel reports that `pid` exec'd (named afresh from now) or exited (its name lasts
+        EXITED_NAME_TTL_S more, then the pid may be another process's)."""
+        self._served_ports.pop(pid, None)
+        if not exited:
+            self._cache.pop(pid, None)
+            return
+        cached = self._cache.get(pid)
+        if cached:
+            self._cache[pid] = (min(cached[0], time.monotonic() + EXITED_NAME_TTL_S), cached[1])
+        self.sockets.forget(pid)
 
     def learn_server_port(self, pid: int, port: int) -> None:
         """A server-side exchange proves `pid` listens on `port`: callees resolve without a rescan."""

@@ -30,7 +30,7 @@ POLL_LIMIT_EVENTS = 5000
 RINGBUF_PAGES = 4096  # 16 MiB: ~12,000 exchanges of 1,384 bytes between two polls before loss
 MAX_REQ = 1024  # as in socket_trace.c
 MAX_RESP = 256
-EV_HTTP, EV_FLOW = 1, 2
+EV_HTTP, EV_FLOW, EV_PROCESS = 1, 2, 3
 ROLE_UNKNOWN, ROLE_SERVER, ROLE_CLIENT = 0, 1, 2
 PROTO_UNKNOWN, PROTO_HTTP, PROTO_OTHER = 0, 1, 2
 PROTO_POSTGRES, PROTO_MYSQL, PROTO_REDIS, PROTO_MONGODB, PROTO_KAFKA = 3, 4, 5, 6, 7
@@ -121,6 +121,17 @@ class FlowEvent(ctypes.Structure):
     ]
 
 
+class ProcessEvent(ctypes.Structure):
+    """A process ran a new program or exited: the name cached for its pid is stale."""
+
+    _fields_ = [
+        ("type", ctypes.c_uint8),
+        ("exited", ctypes.c_uint8),  # 0: exec
+        ("pad", ctypes.c_uint8 * 2),
+        ("pid", ctypes.c_uint32),
+    ]
+
+
 def format_addr(addr: Addr) -> tuple[str, int] | None:
     """(ip, port) of a kernel address, or None when the kernel did not learn it."""
     if addr.family == AF_INET:
@@ -173,10 +184,12 @@ class SocketTrace:
         self,
         on_http: Callable[[HttpEvent], None],
         on_flow: Callable[[FlowEvent], None],
+        on_process_change: Callable[[int, bool], None],
         scope: CgroupScope | None = None,
     ):
         self.on_http = on_http
         self.on_flow = on_flow
+        self.on_process_change = on_process_change  # called with the pid and whether it exited
         self.scope = scope
         self.bpf = None
         self.tls_libraries: dict[tuple[int, int], str] = {}  # (st_dev, st_ino) -> a path to it
@@ -258,6 +271,9 @@ class SocketTrace:
                 self.on_http(HttpEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(HttpEvent))))
             elif kind == EV_FLOW and size >= ctypes.sizeof(FlowEvent):
                 self.on_flow(FlowEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(FlowEvent))))
+            elif kind == EV_PROCESS and size >= ctypes.sizeof(ProcessEvent):
+                event = ProcessEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(ProcessEvent)))
+                self.on_process_change(event.pid, bool(event.exited))
             else:
                 self.malformed_events += 1
         except Exception:

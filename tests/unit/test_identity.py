@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from probes import identity
 from probes.identity import (
     TCP_ESTABLISHED,
     TCP_LISTEN,
@@ -274,6 +275,23 @@ def test_it_keeps_a_name_for_its_ttl_whatever_thread_name_the_kernel_reports():
 
         assert names.name_for(proc.pid, "worker_1") == "before-exec"  # cached for NAME_TTL_S
         assert ServiceNames(SocketTable()).name_for(proc.pid, "worker_1") == "sleep"  # fresh: /proc wins
+        names.process_changed(proc.pid, exited=False)  # the kernel reported the exec
+        assert names.name_for(proc.pid, "worker_1") == "sleep"
+
+
+def test_an_exited_process_keeps_its_name_a_little_then_its_pid_is_named_afresh(monkeypatch):
+    table = SocketTable()
+    names = ServiceNames(table)
+    with child("inventory-api", ports=1) as proc:
+        name = names.name_for(proc.pid)
+        assert table.owner_of_port(proc.ports[0]) == proc.pid
+    names.process_changed(proc.pid, exited=True)
+    assert names.name_for(proc.pid) == name  # for its records still to come
+    assert proc.ports[0] not in table.pid_by_port  # looked up again when next asked
+
+    monkeypatch.setattr(identity, "EXITED_NAME_TTL_S", 0.0)
+    names.process_changed(proc.pid, exited=True)
+    assert names.name_for(proc.pid) == f"pid-{proc.pid}"  # gone: the pid is anyone's now
 
 
 def test_it_finds_the_process_listening_on_a_port():
