@@ -10,6 +10,7 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.core.management import call_command
 
+from obsweb.dashboard import live
 from obsweb.dashboard.constants import OVERVIEW_GROUP
 from obsweb.fleet.models import Host
 from obsweb.telemetry import histogram
@@ -344,6 +345,23 @@ def test_it_broadcasts_at_most_once_per_interval_and_then_the_newest_ts(stream):
     first, second = received(layer, channel, 2)
 
     assert (first["latest_ts_ns"], second["latest_ts_ns"]) == (T0 + 10**9, T0 + 3 * 10**9)
+
+
+@pytest.mark.parametrize(("broadcast_s", "next_in_s"), [(0.0, 0.25), (0.05, 0.5), (0.2, 1.0)])
+def test_broadcasts_come_as_often_as_a_tenth_of_the_time_allows(stream, monkeypatch, broadcast_s, next_in_s):
+    """Every 0.25 s while a broadcast is cheap, ten times what it took when it is not, and at
+    least once per broadcast_interval_s."""
+    monkeypatch.setattr(live, "broadcast_overview", lambda _ts: time.sleep(broadcast_s))
+    ingester = Ingester(stream, "test-1", broadcast_interval_s=1.0)
+    ingester.ensure_group()
+    publish(stream, [request(ts=T0)])
+    ingester.process(ingester.read(block_ms=None))  # broadcasts: the first is due at once
+
+    assert ingester.ms_until_broadcast(5000) == 5000  # nothing new to tell
+    publish(stream, [request(ts=T0 + 10**9)])
+    ingester.process(ingester.read(block_ms=None))
+    # Counted from the start of the last broadcast.
+    assert (next_in_s - broadcast_s) * 1000 - 100 <= ingester.ms_until_broadcast(5000) <= next_in_s * 1000
 
 
 def test_skipped_records_are_logged_once_per_minute_with_their_reasons(stream, caplog):

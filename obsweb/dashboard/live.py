@@ -16,7 +16,8 @@ def broadcast_overview(latest_ts_ns: int | None) -> None:
     the getting-started checklist for the live window to every open overview page.
 
     One group_send per call (each costs ~1-2 ms on Redis), so the caller must rate-limit:
-    the ingester calls this at most once per second, and tasks.refresh_live_overview every few
+    the ingester calls this at most 4 times a second, less often when it is slow
+    (ingest.BROADCAST_SHARE), and tasks.refresh_live_overview every few
     seconds. `latest_ts_ns` is the newest record timestamp in the commit, so pages can show how
     far behind the kernel they are; None when no new record came.
     """

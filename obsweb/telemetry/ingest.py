@@ -34,6 +34,12 @@ if TYPE_CHECKING:  # the OpenTelemetry SDK is imported only when export is on
 log = logging.getLogger(__name__)
 
 TELL_AGAIN_AFTER_S = 10.0  # a heartbeat sent before the worker read a change looks like drift
+# Live broadcasts go out as often as they are cheap: each recomputes the live overview, a few ms
+# on a small fleet and half a second with hundreds of services. Spending at most this share of
+# the ingester's time on them, they come every SHORTEST_BROADCAST_INTERVAL_S on a small fleet
+# (kernel to browser well under a second) and no less often than `broadcast_interval_s`.
+BROADCAST_SHARE = 0.1
+SHORTEST_BROADCAST_INTERVAL_S = 0.25
 
 
 class DatabaseUnavailable(Exception):
@@ -90,6 +96,7 @@ class Ingester:
         self._skips: Counter = Counter()
         self._skips_logged_at = float("-inf")
         self._broadcast_at = float("-inf")
+        self._broadcast_every_s = min(SHORTEST_BROADCAST_INTERVAL_S, broadcast_interval_s)
         self._broadcast_ts: int | None = None  # newest request ts not yet announced
         self._hosts_changed = False  # heartbeats written, not yet announced to the hosts page
         self._told_at: dict[str, float] = {}  # host -> when its worker was last told its state
@@ -235,11 +242,11 @@ class Ingester:
 
     def broadcast_if_due(self, force: bool = False) -> None:
         """Tell the dashboard there is new data (requests for the overview, heartbeats for the
-        hosts page), at most once per broadcast_interval_s."""
+        hosts page), at most once per interval (BROADCAST_SHARE)."""
         if self._broadcast_ts is None and not self._hosts_changed:
             return
         now = time.monotonic()
-        if not force and now - self._broadcast_at < self.broadcast_interval_s:
+        if not force and now - self._broadcast_at < self._broadcast_every_s:
             return
         latest, hosts_changed = self._broadcast_ts, self._hosts_changed
         self._broadcast_ts, self._hosts_changed, self._broadcast_at = None, False, now
@@ -250,6 +257,10 @@ class Ingester:
                 live.broadcast_hosts()
         except Exception:  # the dashboard going quiet must not stop ingestion
             log.exception("live broadcast failed; ingestion goes on")
+        took_s = time.monotonic() - now
+        self._broadcast_every_s = min(
+            self.broadcast_interval_s, max(SHORTEST_BROADCAST_INTERVAL_S, took_s / BROADCAST_SHARE)
+        )
 
     def tell_hosts(self, names) -> None:
         """Rewrite the control hashes of hosts that just registered or report a desired state the
@@ -276,7 +287,7 @@ class Ingester:
         """How long a blocking read may wait without delaying a due broadcast."""
         if self._broadcast_ts is None and not self._hosts_changed:
             return longest_ms
-        due_in = self.broadcast_interval_s - (time.monotonic() - self._broadcast_at)
+        due_in = self._broadcast_every_s - (time.monotonic() - self._broadcast_at)
         return max(1, min(longest_ms, int(due_in * 1000)))
 
     def log_skips_if_due(self, force: bool = False) -> None:
