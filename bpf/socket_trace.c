@@ -188,10 +188,13 @@ struct process_event {
 BPF_RINGBUF_OUTPUT(events, __RINGBUF_PAGES__);
 BPF_TABLE("lru_hash", u64, struct conn, conns, MAX_CONNS);
 BPF_TABLE("lru_hash", u64, struct req_buf, req_bufs, MAX_PENDING);
-BPF_HASH(io_inflight, u64, struct io_args, 16384);
-BPF_HASH(accept_inflight, u64, struct accept_args, 4096);
-BPF_HASH(connect_inflight, u64, struct connect_args, 4096);
-BPF_HASH(sk_connecting, u64, u64, 4096);           /* sock address -> conn key */
+/* Syscalls in flight, by thread. LRU: a thread killed inside one (a server stopped while blocked
+ * in accept or read) never deletes its entry, and a plain hash would fill up with those over a
+ * long run and then silently stop tracking anything new. */
+BPF_TABLE("lru_hash", u64, struct io_args, io_inflight, 16384);
+BPF_TABLE("lru_hash", u64, struct accept_args, accept_inflight, 4096);
+BPF_TABLE("lru_hash", u64, struct connect_args, connect_inflight, 4096);
+BPF_TABLE("lru_hash", u64, u64, sk_connecting, 4096);  /* sock address -> conn key, until connected */
 BPF_TABLE("lru_hash", struct addr, struct addr, accepted_local, 4096); /* peer -> local */
 BPF_PERCPU_ARRAY(counters, u64, CNT_MAX);
 BPF_ARRAY(switches, u32, SLOTS);                   /* 1: on; written by the worker */
@@ -348,8 +351,11 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state) {
         }
         return 0;
     }
-    if (args->newstate != TCP_ESTABLISHED)
+    if (args->newstate != TCP_ESTABLISHED) {
+        if (args->oldstate == TCP_SYN_SENT)
+            sk_connecting.delete(&sk);  /* refused or timed out: never connected */
         return 0;
+    }
     struct addr local = {}, remote = {};
     tp_addr(&local, args->family, args->sport, args->saddr, args->saddr_v6);
     tp_addr(&remote, args->family, args->dport, args->daddr, args->daddr_v6);

@@ -28,7 +28,8 @@ struct ssl_args {
     u8 dir;
 };
 
-BPF_HASH(ssl_inflight, u64, struct ssl_args, 16384);              /* pid_tgid -> call args */
+/* LRU, as socket_trace.c's syscalls in flight: a thread killed inside SSL_read leaves its entry. */
+BPF_TABLE("lru_hash", u64, struct ssl_args, ssl_inflight, 16384); /* pid_tgid -> call args */
 BPF_TABLE("lru_hash", struct ssl_key, u64, ssl_conns, MAX_CONNS); /* SSL* -> connection key */
 
 static __always_inline void mark_tls(u64 conn_key) {

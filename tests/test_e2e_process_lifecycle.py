@@ -4,6 +4,9 @@
   exchange carries its own connection's addresses, whichever of the child's first read and the
   parent's close comes first. A child once took over the connection its server had accepted
   before on the same fd, so PostgreSQL's queries went missing from request paths.
+- A long run leaves no trace in the kernel's per-thread and per-connect maps: thousands of refused
+  connects (a dependency down, retried) once filled the map that gives a connecting socket its
+  local address, and every later client connection lost its port, so no path crossed it.
 - A client that execs (an entrypoint script exec'ing the program) is named as what it runs now,
   not as the shell it was when first seen: names are cached per pid, and the kernel reports execs
   and exits so the cache forgets them.
@@ -21,6 +24,27 @@ from tests.test_e2e_pipeline import wait_until
 pytestmark = pytest.mark.bpf
 SERVICE = "prefork-e2e"
 CONNECTIONS = 8  # two of each pair of orders, twice
+REFUSED_CONNECTS = 5000  # more than the 4,096 sockets the kernel keeps while they connect
+RETRYING, RETRIED = "retrying-e2e", "retried-e2e"  # a target of its own: 5 samples per route and minute
+RETRYING_CLIENT = """
+import http.client, resource, socket, time
+resource.setrlimit(resource.RLIMIT_NOFILE, (8192, 8192))
+closed = socket.socket()
+closed.bind(("127.0.0.1", 0))  # bound, never listening: every connect is refused
+refused = []  # kept open, so that each is a socket of its own in the kernel, as retries over hours are
+for _ in range({connects}):
+    s = socket.socket()
+    try:
+        s.connect(closed.getsockname())
+    except ConnectionRefusedError:
+        refused.append(s)
+assert len(refused) == {connects}, len(refused)
+conn = http.client.HTTPConnection("127.0.0.1", {port}, timeout=10)
+conn.request("GET", "/users/1")
+assert conn.getresponse().status == 200
+print(conn.sock.getsockname()[1], flush=True)
+time.sleep({linger_s})
+"""
 EXECED, TARGET = "execed-e2e", "exec-target-e2e"
 # A shell busy this long is seen by the cpu probe's one-second takes, which name it "sh".
 SHELL_BUSY_LOOPS = 600_000  # about 1.2 s in dash here
@@ -95,3 +119,24 @@ def test_a_client_is_named_as_what_it_runs_after_exec(shared_stack):
             return by_source if sum(by_source.values()) >= REQUESTS else None
 
         assert wait_until(counted, f"{REQUESTS} requests to {TARGET}", shared_stack) == {EXECED: REQUESTS}
+
+
+def test_refused_connects_leave_later_connections_their_local_port(shared_stack):
+    with http_backend(RETRIED, env=shared_stack.env) as port:
+        script = RETRYING_CLIENT.format(connects=REFUSED_CONNECTS, port=port, linger_s=LINGER_S)
+        done = subprocess.run(
+            [PYTHON, "-c", script],
+            env=shared_stack.env | {"OTEL_SERVICE_NAME": RETRYING},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        client_port = int(done.stdout)
+
+        def sampled():
+            samples = shared_stack.api("/api/v1/requests", service=RETRYING, limit=50)["requests"]
+            return [s for s in samples if s.get("url.path") == "/users/1"]
+
+        (call,) = wait_until(sampled, f"the GET of {RETRYING}", shared_stack)
+        assert (call["span.kind"], call["client.port"], call["server.port"]) == ("client", client_port, port)
