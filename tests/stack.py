@@ -117,9 +117,10 @@ class Stack:
                 "csrfmiddlewaretoken": session.cookies["csrftoken"],
             },
             headers={"Referer": f"{self.web}/accounts/login/"},
-            timeout=60,  # the overview is slow while the ingester writes a backlog
+            timeout=10,
+            allow_redirects=False,  # a refused login answers 200 with the form again
         )
-        answer.raise_for_status()
+        assert answer.status_code == 302, answer.text[:500]
         return session
 
     def worker_health(self) -> dict:

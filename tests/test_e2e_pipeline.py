@@ -9,7 +9,6 @@ import socket
 import time
 
 import pytest
-import requests
 import websockets
 
 from tests.servers.http_backend import SLOW_SECONDS
@@ -153,18 +152,7 @@ def test_secrets_never_reach_redis_or_the_database(stack, traffic):
 
 
 def _login_cookie(stack) -> str:
-    session = requests.Session()
-    page = session.get(f"{stack.web}/accounts/login/", timeout=10)
-    csrf = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text).group(1)
-    response = session.post(
-        f"{stack.web}/accounts/login/",
-        data={"username": "e2e", "password": "e2e-pass", "csrfmiddlewaretoken": csrf},
-        headers={"Referer": f"{stack.web}/accounts/login/"},
-        timeout=10,
-        allow_redirects=False,
-    )
-    assert response.status_code == 302, response.text[:500]
-    return "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+    return "; ".join(f"{k}={v}" for k, v in stack.viewer_session().cookies.items())
 
 
 def test_the_live_overview_receives_the_update(stack, proxied, traffic):

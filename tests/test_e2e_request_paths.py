@@ -2,8 +2,6 @@
 the thread that served each request and the two ends of each TCP connection, with no tracing
 header sent by the apps."""
 
-import re
-
 import pytest
 import requests
 
@@ -96,23 +94,10 @@ def test_an_unknown_trace_is_404(traced):
     assert "no stored request" in response.json()["detail"]
 
 
-def logged_in(stack) -> requests.Session:
-    session = requests.Session()
-    login = session.get(f"{stack.web}/accounts/login/", timeout=10).text
-    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', login).group(1)
-    session.post(
-        f"{stack.web}/accounts/login/",
-        data={"username": "e2e", "password": "e2e-pass", "csrfmiddlewaretoken": token},
-        headers={"Referer": f"{stack.web}/accounts/login/"},
-        timeout=10,
-    ).raise_for_status()
-    return session
-
-
 def test_the_trace_page_and_the_endpoint_paths_page_show_the_path(traced):
     stack, s = traced
     spans = checkout_trace(stack)
-    session = logged_in(stack)
+    session = stack.viewer_session()
 
     page = session.get(f"{stack.web}/traces/{spans[0]['trace_id']}/", timeout=10)
     assert page.status_code == 200
