@@ -132,6 +132,11 @@ class ProcessEvent(ctypes.Structure):
     ]
 
 
+def _copy(data, event_type):
+    """The event at `data` (ring buffer memory, reused once the callback returns) as its own copy."""
+    return event_type.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(event_type)))
+
+
 def format_addr(addr: Addr) -> tuple[str, int] | None:
     """(ip, port) of a kernel address, or None when the kernel did not learn it."""
     if addr.family == AF_INET:
@@ -268,11 +273,11 @@ class SocketTrace:
         kind = ctypes.cast(data, ctypes.POINTER(ctypes.c_uint8))[0]
         try:
             if kind == EV_HTTP and size >= ctypes.sizeof(HttpEvent):
-                self.on_http(HttpEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(HttpEvent))))
+                self.on_http(_copy(data, HttpEvent))
             elif kind == EV_FLOW and size >= ctypes.sizeof(FlowEvent):
-                self.on_flow(FlowEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(FlowEvent))))
+                self.on_flow(_copy(data, FlowEvent))
             elif kind == EV_PROCESS and size >= ctypes.sizeof(ProcessEvent):
-                event = ProcessEvent.from_buffer_copy(ctypes.string_at(data, ctypes.sizeof(ProcessEvent)))
+                event = _copy(data, ProcessEvent)
                 self.on_process_change(event.pid, bool(event.exited))
             else:
                 self.malformed_events += 1
